@@ -7,6 +7,7 @@ GrpcConnectorClient talking to `serve()` over loopback, so both paths are held t
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -349,7 +350,6 @@ async def test_server_exposes_health_service() -> None:
 
 
 def test_capabilities_json_is_protojson_with_type() -> None:
-    import json
 
     from connector.cli import capabilities_json
 
@@ -358,3 +358,33 @@ def test_capabilities_json_is_protojson_with_type() -> None:
     types = [c["resourceType"]["id"] for c in doc["resourceTypeCapabilities"]]
     assert types == ["group", "user"]
     assert "CAPABILITY_PROVISION" in doc["connectorCapabilities"]
+
+
+async def test_create_account_random_password_is_returned_only_encrypted(surface: Surface) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from connector.sdk.crypto import decrypt_encrypted_data, public_jwk
+
+    recipient = ed25519.Ed25519PrivateKey.generate()
+    req = resource_pb2.CreateAccountRequest(account_info=resource_pb2.AccountInfo(login="randy"))
+    req.credential_options.random_password.length = 20
+    config = req.encryption_configs.add(provider="baton/jwk/v1")
+    config.jwk_public_key_config.pub_key = json.dumps(public_jwk(recipient)).encode()
+    resp = await surface.client.create_account(req)
+    assert resp.WhichOneof("result") == "success"
+    ((login, creds),) = surface.connector.state.created
+    assert login == "randy" and creds.kind == "random_password" and creds.password is not None
+    assert len(creds.password) == 20
+    (data,) = resp.encrypted_data
+    assert creds.password.encode() not in data.SerializeToString()
+    assert decrypt_encrypted_data(data, recipient) == creds.password.encode()
+
+
+async def test_create_account_with_bad_recipient_creates_nothing(surface: Surface) -> None:
+    req = resource_pb2.CreateAccountRequest(account_info=resource_pb2.AccountInfo(login="lost"))
+    req.credential_options.random_password.length = 12
+    req.encryption_configs.add(provider="baton/jwk/v1").jwk_public_key_config.pub_key = b"not a jwk"
+    with pytest.raises(ConnectorError) as info:
+        await surface.client.create_account(req)
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "lost" not in surface.connector.state.users

@@ -24,6 +24,7 @@ from connector.pb.c1.connector.v2 import (
     resource_pb2,
 )
 from connector.sdk import model
+from connector.sdk.crypto import CredentialHelper, CryptoError, InvalidCredentialRequest
 from connector.sdk.errors import ConnectorError, UpstreamError, from_upstream
 from connector.sdk.interface import (
     AccountCredentials,
@@ -59,6 +60,8 @@ class CredentialResolver(Protocol):
     def encrypt(
         self, secrets: Sequence[PlaintextSecret], configs: Sequence[resource_pb2.EncryptionConfig]
     ) -> list[resource_pb2.EncryptedData]: ...
+
+    def check_configs(self, configs: Sequence[resource_pb2.EncryptionConfig]) -> None: ...
 
 
 class ConnectorRuntime:
@@ -133,8 +136,6 @@ class ConnectorRuntime:
 
     def _resolver(self) -> CredentialResolver:
         if self._credentials is None:
-            from connector.sdk.crypto import CredentialHelper
-
             self._credentials = CredentialHelper(None)
         return self._credentials
 
@@ -336,10 +337,15 @@ class ConnectorRuntime:
         if not request.HasField("account_info"):
             raise ConnectorError(grpc.StatusCode.INVALID_ARGUMENT, "create account needs account_info")
         resolver = self._resolver()
+        configs = list(request.encryption_configs)
         try:
-            creds = resolver.resolve(request.credential_options, list(request.encryption_configs))
-        except ValueError as err:  # CryptoError and friends: a bad request, never a crash
+            # Recipients are checked first: a password generated for nobody would be lost for good.
+            resolver.check_configs(configs)
+            creds = resolver.resolve(request.credential_options, configs)
+        except InvalidCredentialRequest as err:
             raise ConnectorError(grpc.StatusCode.INVALID_ARGUMENT, f"create account: {err}") from err
+        except CryptoError as err:
+            raise ConnectorError(grpc.StatusCode.INTERNAL, f"create account: {err}") from err
         kind = creds.kind
         supported = {_OPTION_KIND.get(o) for o in manager.credential_options()}
         if kind not in supported:
@@ -352,13 +358,15 @@ class ConnectorRuntime:
             result = await manager.create_account(request.account_info, creds)
         resp = resource_pb2.CreateAccountResponse(annotations=model.pack_all(result.annotations))
         if result.secrets:
-            if not request.encryption_configs:
+            if not configs:
                 log.warning("create_account_secret_dropped", reason="no encryption configs in the request")
             else:
-                with self._errors("encrypt account credentials"):
-                    resp.encrypted_data.extend(
-                        resolver.encrypt(result.secrets, list(request.encryption_configs))
-                    )
+                try:
+                    resp.encrypted_data.extend(resolver.encrypt(result.secrets, configs))
+                except CryptoError as err:
+                    raise ConnectorError(
+                        grpc.StatusCode.INTERNAL, f"create account: account created but {err}"
+                    ) from err
         res = result.resource or resource_pb2.Resource()
         if result.kind == "success":
             resp.success.resource.CopyFrom(res)
