@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -92,27 +92,66 @@ def run_app(spec: AppSpec, argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format, secret_values(settings))
     try:
-        connector = spec.build(settings)
-    except SettingsError as err:
-        print(f"{spec.name}: error: {err}", file=sys.stderr)
-        return 2
-    if command == "capabilities":
-        print(capabilities_json(connector))
-        return 0
-    try:
-        if command == "serve":
+        if command in SUBCOMMANDS:
+            try:
+                connector = spec.build(settings)
+            except SettingsError as err:
+                print(f"{spec.name}: error: {err}", file=sys.stderr)
+                return 2
+            if command == "capabilities":
+                print(capabilities_json(connector))
+                return 0
             return asyncio.run(_serve(connector, settings, listen))
-        if settings.client_id:
-            from connector.service.daemon import run_daemon
-
-            return asyncio.run(run_daemon(lambda: spec.build(settings), settings))
-        if settings.sync_interval:
-            from connector.service.standalone import run_standalone
-
-            return asyncio.run(run_standalone(lambda: spec.build(settings), settings))
-        return asyncio.run(_sync_once(connector, settings))
+        return asyncio.run(_run_service(spec, settings))
     except KeyboardInterrupt:
         return 130
+
+
+def _is_service(settings: BatonSettings) -> bool:
+    """Long-running modes (daemon, periodic syncs) get the ops server; a one-shot sync does not."""
+    return bool(settings.client_id or os.environ.get("BATON_CLIENT_ID_FILE") or settings.sync_interval)
+
+
+async def _run_service(spec: AppSpec, settings: BatonSettings) -> int:
+    """Daemon mode with a client id, else syncs to --file (once, or every --sync-interval)."""
+    from connector.ops.health import DaemonHealth, OpsServer
+    from connector.ops.metrics import Metrics
+    from connector.service.daemon import run_daemon
+
+    metrics = Metrics(spec.name)
+    health = DaemonHealth()
+    built: list[Connector] = []
+
+    def factory() -> Connector:
+        connector = spec.build(settings)
+        hook = metrics.upstream_hook()
+        for client in connector.upstream_clients():
+            client.add_hook(hook)
+        connector.on_capability_missing(metrics.capability_missing)
+        built.append(connector)
+        return connector
+
+    async def validate() -> None:
+        if not built:
+            raise RuntimeError("the connector has not started yet")
+        await built[-1].validate()
+
+    ops: OpsServer | None = None
+    if settings.health_check and _is_service(settings):
+        ops = OpsServer(metrics, health, validate)
+        try:
+            port = await ops.start(settings.health_check_bind_address, settings.health_check_port)
+        except OSError as err:
+            print(f"{spec.name}: error: cannot start the health check server: {err}", file=sys.stderr)
+            return 2
+        get_logger("connector.cli").info(
+            "ops_server_listening", address=settings.health_check_bind_address, port=port
+        )
+    try:
+        return await run_daemon(factory, settings, metrics=metrics, health=health, app_name=spec.name)
+    finally:
+        if ops is not None:
+            await ops.stop()
 
 
 async def _serve(connector: Connector, settings: BatonSettings, listen: str) -> int:
@@ -126,40 +165,4 @@ async def _serve(connector: Connector, settings: BatonSettings, listen: str) -> 
         await server.wait()
     finally:
         await runtime.close()
-    return 0
-
-
-async def _sync_once(connector: Connector, settings: BatonSettings) -> int:
-    """One full sync to --file. A failure prints one line and leaves no file behind."""
-    from connector.sdk.runtime import ConnectorRuntime
-    from connector.sync.engine import SyncOptions, run_sync
-    from connector.sync.report import format_report
-
-    log = get_logger("connector.cli")
-    runtime = ConnectorRuntime(connector, provisioning=settings.provisioning)
-    options = SyncOptions(
-        skip_entitlements_and_grants=settings.skip_entitlements_and_grants,
-        skip_grants=settings.skip_grants,
-        sync_resource_type_ids=tuple(settings.sync_resource_types),
-        concurrency=settings.sync_concurrency,
-        skip_full_sync=settings.skip_full_sync,
-    )
-    output = Path(settings.file)
-    temp_dir = Path(settings.c1z_temp_dir) if settings.c1z_temp_dir else None
-    try:
-        report = await run_sync(
-            runtime,
-            output,
-            options,
-            temp_dir=temp_dir,
-            upstream_requests=connector.upstream_request_count,
-        )
-    except Exception as err:  # the engine's errors already name the phase and object
-        log.debug("sync_failed", error=str(err))
-        print(f"error: sync failed: {err}", file=sys.stderr)
-        return 1
-    finally:
-        await runtime.close()
-    print(format_report(report))
-    print(f"wrote {output} (look inside: python -m connector inspect {output} stats)")
     return 0

@@ -169,7 +169,10 @@ class BatonSettings(BaseSettings):
         description="Log format: json or console",
         json_schema_extra={"help_default": "console when stderr is a terminal, else json"},
     )
-    health_check: bool = Field(False, description="Serve /health, /ready and /live in service mode")
+    health_check: bool = Field(
+        True,
+        description="Serve /live, /ready, /health and /metrics in service mode and with --sync-interval",
+    )
     health_check_port: int = Field(8081, ge=1, le=65535, description="Port of the health check server")
     health_check_bind_address: str = Field("127.0.0.1", description="Address the health check server binds")
     http_timeout_seconds: int = Field(

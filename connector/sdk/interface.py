@@ -11,7 +11,7 @@ Annotations are passed as plain protobuf messages; the runtime packs them into `
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -20,6 +20,7 @@ from google.protobuf.message import Message
 
 from connector.pb.c1.connector.v2 import connector_pb2, entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk.errors import ConnectorError
+from connector.sdk.http import UpstreamClient
 
 T = TypeVar("T")
 
@@ -168,9 +169,16 @@ class Connector(abc.ABC):
 
     supports_resource_delete: bool = False
 
+    def upstream_clients(self) -> Sequence[UpstreamClient]:
+        """The HTTP clients this connector uses; the daemon attaches its metrics hooks to them."""
+        return ()
+
     def upstream_request_count(self) -> int:
         """Requests made to the upstream so far (for the sync report)."""
-        return 0
+        return sum(client.stats.requests for client in self.upstream_clients())
+
+    def on_capability_missing(self, hook: Callable[[str], None]) -> None:  # noqa: B027 - optional
+        """Connectors that degrade when the upstream lacks a feature report each one through `hook`."""
 
     def sync_counters(self) -> Mapping[str, int]:
         """Connector-specific counts for the sync report (e.g. skipped anonymous permissions)."""

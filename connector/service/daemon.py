@@ -188,6 +188,7 @@ async def run_daemon(
         tenant,
         task_config_from_settings(settings, opts.tasks, env),
         metrics=metrics,
+        health=health,
         upstream_requests=connector.upstream_request_count,
         package=app_name or "baton-connectors",
     )

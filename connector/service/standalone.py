@@ -55,6 +55,7 @@ async def run_standalone(
     settings.file). Returns 0 when stopped; in one-shot mode 1 if the sync failed."""
     from connector.service.daemon import build_connector  # shared factory handling
     from connector.sync.engine import SyncOptions, run_sync
+    from connector.sync.report import format_report
 
     every = interval if interval is not None else _interval_seconds(getattr(settings, "sync_interval", None))
     target = output if output is not None else Path(getattr(settings, "file", "sync.c1z"))
@@ -143,6 +144,12 @@ async def run_standalone(
                     metrics.sync_finished("success", report, duration, size)
                 if health is not None:
                     health.mark_tenant_ok()
+                if every is None:
+                    print(format_report(report), flush=True)
+                    print(
+                        f"wrote {target} (look inside: python -m connector inspect {target} stats)",
+                        flush=True,
+                    )
                 summary = report.to_dict() if hasattr(report, "to_dict") else {}
                 log.info(
                     "standalone_sync_done",

@@ -43,6 +43,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
+from connector.ops.health import DaemonHealth
 from connector.ops.logging import get_logger
 from connector.ops.metrics import Metrics
 from connector.pb.c1.connector.v2 import connector_pb2, grant_pb2, resource_pb2
@@ -270,6 +271,7 @@ class TaskRunner:
         config: TaskConfig,
         *,
         metrics: Metrics | None = None,
+        health: DaemonHealth | None = None,
         upstream_requests: Callable[[], int] | None = None,
         package: str = "",
     ) -> None:
@@ -277,6 +279,7 @@ class TaskRunner:
         self.tenant = tenant
         self.config = config
         self.metrics = metrics
+        self.health = health
         self.upstream_requests = upstream_requests
         self.package = package
         self.active: dict[str, ActiveTask] = {}
@@ -591,6 +594,9 @@ class TaskRunner:
                     return
                 continue  # keep the previous interval, as in Go
             failures = 0
+            if self.health is not None:
+                # Heartbeats are tenant contact: a long sync on the only slot must not fail /ready.
+                self.health.mark_tenant_ok()
             interval = self._heartbeat_interval(
                 resp.next_heartbeat if resp.HasField("next_heartbeat") else None
             )
