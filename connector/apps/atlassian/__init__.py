@@ -1,0 +1,1 @@
+"""Atlassian Cloud organization connector (admin API v2, SCIM for account creation)."""

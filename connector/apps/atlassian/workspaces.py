@@ -1,0 +1,235 @@
+"""The `workspace` syncer: product instances, one entitlement per product role, grants to users and groups,
+and role provisioning (users: v1 roles/assign|revoke; groups: v2 group role-assignments)."""
+
+from __future__ import annotations
+
+from connector.apps.atlassian.client import AdminApiError, Json
+from connector.apps.atlassian.errors import provisioning_error
+from connector.apps.atlassian.resources import (
+    GROUP,
+    MEMBER,
+    USER,
+    WORKSPACE,
+    profile_of,
+    role_label,
+    roles_for,
+    workspace_resource,
+)
+from connector.apps.atlassian.shared import Shared
+from connector.pb.c1.connector.v2 import annotation_trait_pb2
+from connector.sdk import model
+from connector.sdk.errors import invalid_argument, not_found
+from connector.sdk.interface import (
+    Entitlement,
+    Grant,
+    GrantProvisioner,
+    GrantResult,
+    Page,
+    Resource,
+    ResourceId,
+    ResourceSyncer,
+    RevokeResult,
+)
+
+# Answers meaning "already assigned" / "not assigned" when the tenant reports duplicates as errors.
+_DUPLICATE = ("ADMIN-UAM-409-2", "ADMIN-409-28")
+_ABSENT = ("ADMIN-UAM-404-1", "ADMIN-404-1")
+
+
+def type_key_of(resource: Resource) -> str:
+    """The product of a workspace: from its profile, else from its ARI (`ari:cloud:<product>::...`)."""
+    profile = profile_of(resource, annotation_trait_pb2.AppTrait)
+    key = profile.get("type_key")
+    if isinstance(key, str) and key:
+        return key
+    parts = resource.id.resource.split(":")
+    return parts[2] if len(parts) > 3 and parts[0] == "ari" else ""
+
+
+def workspace_roles(resource: Resource) -> tuple[str, ...]:
+    return roles_for(type_key_of(resource))
+
+
+def _role_of(entitlement: Entitlement) -> str:
+    # Role ids contain "/" but never ":", so the slug is whatever follows the last colon of the id.
+    role = entitlement.slug or entitlement.id.rpartition(":")[2]
+    if not role.startswith("atlassian/"):
+        raise invalid_argument(f"entitlement {entitlement.id!r} is not a workspace role")
+    return role
+
+
+def _has_role(assignments: list[Json], resource_id: str, role: str, *, direct_only: bool) -> bool:
+    for item in assignments:
+        if item.get("resourceId") != resource_id:
+            continue
+        for ra in item.get("roleAssignments") or []:
+            if not isinstance(ra, dict) or ra.get("role") != role:
+                continue
+            methods = ra.get("roleAssignmentMethods") or []
+            if not direct_only or "direct" in methods:
+                return True
+    return False
+
+
+class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
+    resource_type = WORKSPACE
+
+    def __init__(self, shared: Shared) -> None:
+        self.shared = shared
+
+    # --- sync ------------------------------------------------------------------------------------------
+
+    async def list(self, parent: ResourceId | None, page_token: str) -> Page[Resource]:
+        if parent is not None:
+            return Page()
+        items, cursor, _ = await self.shared.client.workspaces_page(page_token or None)
+        out = []
+        state = self.shared.state
+        for ws in items:
+            res = workspace_resource(ws)
+            state.workspaces[res.id.resource] = workspace_roles(res)
+            out.append(res)
+        if cursor is None and state.user_pass is not None:
+            # A full sync is listing users too: start the role searches now so that they overlap the long
+            # sequential user walk instead of running after it. (A sync that skips grants wastes them.)
+            state.prefetch_roles(dict(state.workspaces))
+        return Page(out, cursor or "")
+
+    async def entitlements(self, resource: Resource, page_token: str) -> Page[Entitlement]:
+        name = resource.display_name or resource.id.resource
+        ents = []
+        for role in workspace_roles(resource):
+            label = role_label(role)
+            ents.append(
+                model.assignment_entitlement(
+                    resource,
+                    role,
+                    grantable_to=[USER, GROUP],
+                    display_name=f"{name} {label}",
+                    description=f"{label} role ({role}) on {name}",
+                )
+            )
+        return Page(ents)
+
+    async def grants(self, resource: Resource, page_token: str) -> Page[Grant]:
+        roles = workspace_roles(resource)
+        try:
+            index = int(page_token) if page_token else 0
+        except ValueError:
+            raise invalid_argument(f"invalid workspace grants page token {page_token!r}") from None
+        if index >= len(roles):
+            return Page()
+        role = roles[index]
+        ws_id = resource.id.resource
+        state = self.shared.state
+        holders = await state.role_holders(ws_id, roles, role)
+        members = await state.memberships()
+        # The user search reports effective holders; those who hold the role through a group get it from
+        # the group's expandable grant instead of a second, direct one.
+        via_groups: set[str] = set()
+        for gid in holders.groups:
+            via_groups.update(members.get(gid, ()))
+        grants: list[Grant] = []
+        slim = Resource(id=resource.id)  # see GroupSyncer.grants
+        for gid in holders.groups:
+            member_ent = model.entitlement_id(model.resource_id(GROUP.id, gid), MEMBER)
+            grants.append(
+                model.new_grant(
+                    slim,
+                    role,
+                    model.resource_id(GROUP.id, gid),
+                    annotations=[model.expandable([member_ent])],
+                )
+            )
+        direct = 0
+        for uid in holders.users:
+            if uid in via_groups:
+                continue
+            grants.append(model.new_grant(slim, role, model.resource_id(USER.id, uid)))
+            direct += 1
+        state.counters["workspace_user_grants"] += direct
+        state.counters["workspace_group_grants"] += len(holders.groups)
+        state.counters["workspace_users_via_groups"] += len(holders.users) - direct
+        nxt = index + 1
+        return Page(grants, str(nxt) if nxt < len(roles) else "")
+
+    # --- provisioning -------------------------------------------------------------------------------
+
+    async def _group(self, group_id: str) -> Json:
+        try:
+            group = await self.shared.client.get_group(group_id)
+        except AdminApiError as err:
+            if err.http_status == 404:
+                raise not_found(f"group {group_id} was not found ({err.api_code} {err.title})") from err
+            raise
+        return group
+
+    async def grant(self, principal: Resource, entitlement: Entitlement) -> GrantResult:
+        role = _role_of(entitlement)
+        ws_id = entitlement.resource.id.resource
+        client = self.shared.client
+        kind = principal.id.resource_type
+        pid = principal.id.resource
+        already = False
+        try:
+            if kind == USER.id:
+                already = _has_role(
+                    await client.user_role_assignments(pid, ws_id, role), ws_id, role, direct_only=True
+                )
+                # Written even when it looks assigned: reads lag writes (up to 30 s), so a pending revoke
+                # may not show yet.
+                await client.change_user_role(pid, ws_id, role, assign=True)
+            elif kind == GROUP.id:
+                group = await self._group(pid)
+                already = _has_role(
+                    await client.group_role_assignments(pid, ws_id, role), ws_id, role, direct_only=False
+                )
+                directory = str(group.get("directoryId") or "-")
+                await client.change_group_role(directory, pid, ws_id, role, assign=True)
+            else:
+                raise invalid_argument(f"workspace roles are granted to users and groups, not {kind}")
+        except AdminApiError as err:
+            if err.http_status == 409 and err.api_code in _DUPLICATE:
+                already = True
+            elif err.api_code == "ADMIN-404-8":
+                raise not_found(f"user {pid} was not found: {err.message}") from err
+            else:
+                endpoint = "assign" if kind == USER.id else ""
+                raise provisioning_error(err, endpoint=endpoint, resource_id=ws_id, role=role) from err
+        annotations = []
+        if kind == GROUP.id:
+            member_ent = model.entitlement_id(model.resource_id(GROUP.id, pid), MEMBER)
+            annotations.append(model.expandable([member_ent]))
+        res = (
+            entitlement.resource if entitlement.resource.id.resource else Resource(id=entitlement.resource.id)
+        )
+        grant = model.new_grant(res, role, principal.id, annotations=annotations)
+        return GrantResult(grants=[grant], already_exists=already)
+
+    async def revoke(self, grant: Grant) -> RevokeResult:
+        role = _role_of(grant.entitlement)
+        ws_id = grant.entitlement.resource.id.resource
+        client = self.shared.client
+        kind = grant.principal.id.resource_type
+        pid = grant.principal.id.resource
+        try:
+            if kind == USER.id:
+                held = _has_role(
+                    await client.user_role_assignments(pid, ws_id, role), ws_id, role, direct_only=True
+                )
+                await client.change_user_role(pid, ws_id, role, assign=False)
+            elif kind == GROUP.id:
+                group = await self._group(pid)
+                held = _has_role(
+                    await client.group_role_assignments(pid, ws_id, role), ws_id, role, direct_only=False
+                )
+                directory = str(group.get("directoryId") or "-")
+                await client.change_group_role(directory, pid, ws_id, role, assign=False)
+            else:
+                raise invalid_argument(f"workspace roles are held by users and groups, not {kind}")
+        except AdminApiError as err:
+            if err.http_status == 404 and err.api_code in (*_ABSENT, "ADMIN-404-8"):
+                return RevokeResult(already_revoked=True)
+            endpoint = "revoke" if kind == USER.id else ""
+            raise provisioning_error(err, endpoint=endpoint, resource_id=ws_id, role=role) from err
+        return RevokeResult(already_revoked=not held)

@@ -1,0 +1,269 @@
+"""What the Atlassian connector syncs, checked against the sandbox organization it reads (in process)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+
+from connector.apps.atlassian.client import R_API_TOKENS, R_DIRECTORIES, R_ORGS, R_USER_ROLES, R_WORKSPACES
+from connector.apps.atlassian.resources import roles_for
+from connector.pb.c1.connector.v2 import (
+    annotation_entitlement_pb2,
+    annotation_grant_pb2,
+    annotation_resource_tree_pb2,
+    annotation_trait_pb2,
+    connector_pb2,
+    resource_pb2,
+)
+from connector.sandbox.atlassian.data import OrgSpec
+from connector.sdk import model
+from tests.test_atlassian_support import (
+    SMALL,
+    atlassian_env,
+    entitlements_of,
+    grants_of,
+    list_all,
+)
+
+Status = annotation_trait_pb2.UserTrait.Status
+AccountType = annotation_trait_pb2.UserTrait.AccountType
+
+
+def trait(res: Any, kind: type[Any]) -> Any:
+    found = model.find_annotation(res.annotations, kind)
+    assert found is not None
+    return found
+
+
+async def test_users_carry_id_status_type_mfa_email_and_last_active() -> None:
+    async with atlassian_env() as env:
+        st = env.sandbox.state
+        users = await list_all(env.runtime, "user")
+        assert sorted(u.id.resource for u in users) == sorted(st.users)
+        expected_status = {
+            "active": Status.STATUS_ENABLED,
+            "suspended": Status.STATUS_DISABLED,
+            "deactivated": Status.STATUS_DISABLED,
+            "for_deletion": Status.STATUS_DELETED,
+        }
+        checked: set[str] = set()
+        for res in users:
+            src = st.users[res.id.resource]
+            t = trait(res, annotation_trait_pb2.UserTrait)
+            profile = json_format.MessageToDict(t.profile)
+            assert profile["status"] == src.status
+            if src.status in expected_status:
+                assert t.status.status == expected_status[src.status]
+                checked.add(src.status)
+            if src.account_type == "app":
+                assert t.account_type == AccountType.ACCOUNT_TYPE_SERVICE
+                assert not t.emails
+                checked.add("app")
+            else:
+                assert t.account_type == AccountType.ACCOUNT_TYPE_HUMAN
+            if src.email:
+                assert [e.address for e in t.emails] == [src.email]
+                assert t.login == src.email
+            assert t.mfa_status.mfa_enabled == src.mfa_enabled
+            assert res.display_name == src.name
+            access = st.user_assignment_methods(src.account_id)
+            seen = [src.last_active[w] for w in access if w in src.last_active]
+            if seen:
+                want = max(seen)
+                got = t.last_login.ToDatetime().strftime("%Y-%m-%dT%H:%M:%S")
+                assert want.startswith(got)
+                checked.add("last_active")
+            else:
+                assert not t.HasField("last_login")
+            if src.platform_roles:
+                assert "atlassian/org-admin" in profile["platform_roles"]
+        assert checked >= {"active", "suspended", "deactivated", "for_deletion", "app", "last_active"}
+
+
+@pytest.mark.parametrize("honour_sort", [True, False])
+async def test_user_walk_from_both_ends_reads_everyone_once(honour_sort: bool) -> None:
+    spec = OrgSpec(seed=3, accounts=650, groups=12, memberships=1500, workspaces=3)
+    async with atlassian_env(spec=spec, honour_user_sort=honour_sort) as env:
+        st = env.sandbox.state
+        users = await list_all(env.runtime, "user")
+        ids = [u.id.resource for u in users]
+        assert len(ids) == len(set(ids)) and set(ids) == set(st.users)
+        for g in await list_all(env.runtime, "group"):
+            members = {x.principal.id.resource for x in await grants_of(env.runtime, g)}
+            assert members == st.members(g.id.resource)
+        stats = env.sandbox.stats.by_route
+        searches = stats["POST /admin/v2/orgs/{org_id}/directories/{directory_id}/users/search"]
+        assert stats["GET /admin/v2/orgs/{org_id}/directories/{directory_id}/users/count"] == 1
+        # Nothing per group: memberships come from the same walk. Sorted, two walks of ~3.5 pages meet
+        # in the middle; a server ignoring the sort makes both walks read everything (7 pages each).
+        if honour_sort:
+            assert searches <= 8
+        else:
+            assert 7 <= searches <= 14
+
+
+async def test_small_directories_are_walked_once() -> None:
+    spec = OrgSpec(seed=3, accounts=150, groups=5, memberships=300, workspaces=2)
+    async with atlassian_env(spec=spec) as env:
+        assert len(await list_all(env.runtime, "user")) == 150
+        route = "POST /admin/v2/orgs/{org_id}/directories/{directory_id}/users/search"
+        assert env.sandbox.stats.by_route[route] == 2
+
+
+async def test_groups_members_and_read_only_idp_groups() -> None:
+    async with atlassian_env() as env:
+        st = env.sandbox.state
+        groups = await list_all(env.runtime, "group")
+        assert sorted(g.id.resource for g in groups) == sorted(st.groups)
+        synced_seen = False
+        for res in groups:
+            src = st.groups[res.id.resource]
+            ents = await entitlements_of(env.runtime, res)
+            assert [e.slug for e in ents] == ["member"]
+            ent = ents[0]
+            assert ent.id == f"group:{src.id}:member"
+            assert [t.id for t in ent.grantable_to] == ["user"]
+            profile = json_format.MessageToDict(trait(res, annotation_trait_pb2.GroupTrait).profile)
+            immutable = model.find_annotation(
+                ent.annotations, annotation_entitlement_pb2.EntitlementImmutable
+            )
+            if src.external_synced:
+                synced_seen = True
+                assert profile["read_only"] is True
+                assert "identity provider" in ent.description and "read-only" in ent.description
+                assert immutable is not None
+            else:
+                assert profile["read_only"] is False and immutable is None
+            grants = await grants_of(env.runtime, res)
+            assert sorted(g.principal.id.resource for g in grants) == sorted(st.members(src.id))
+            assert all(g.principal.id.resource_type == "user" for g in grants)
+            assert all(g.entitlement.id == ent.id for g in grants)
+        assert synced_seen
+
+
+async def test_workspaces_roles_and_grants_to_users_and_groups() -> None:
+    async with atlassian_env() as env:
+        st = env.sandbox.state
+        workspaces = await list_all(env.runtime, "workspace")
+        assert sorted(w.id.resource for w in workspaces) == sorted(st.workspaces)
+        group_grants = 0
+        for res in workspaces:
+            ws = st.workspaces[res.id.resource]
+            ents = await entitlements_of(env.runtime, res)
+            assert [e.slug for e in ents] == list(roles_for(ws.type_key)) == list(ws.roles)
+            assert all(e.id == f"workspace:{ws.id}:{e.slug}" for e in ents)
+            assert all(sorted(t.id for t in e.grantable_to) == ["group", "user"] for e in ents)
+            grants = await grants_of(env.runtime, res)
+            for role in ws.roles:
+                of_role = [g for g in grants if g.entitlement.id == f"workspace:{ws.id}:{role}"]
+                groups = {g.principal.id.resource for g in of_role if g.principal.id.resource_type == "group"}
+                users = {g.principal.id.resource for g in of_role if g.principal.id.resource_type == "user"}
+                assert groups == st.roles.groups_by_role.get((ws.id, role), set())
+                via_groups = set().union(*(st.members(g) for g in groups)) if groups else set()
+                # Direct grants plus what the group grants expand to is exactly who holds the role.
+                assert users | via_groups == st.effective_users(ws.id, role)
+                assert not users & via_groups
+                for g in of_role:
+                    exp = model.find_annotation(g.annotations, annotation_grant_pb2.GrantExpandable)
+                    if g.principal.id.resource_type == "group":
+                        group_grants += 1
+                        assert exp is not None
+                        assert list(exp.entitlement_ids) == [f"group:{g.principal.id.resource}:member"]
+                    else:
+                        assert exp is None
+        assert group_grants > 0
+
+
+async def test_api_tokens_are_secrets_owned_by_their_user() -> None:
+    async with atlassian_env() as env:
+        st = env.sandbox.state
+        tokens = await list_all(env.runtime, "api_token")
+        assert len(tokens) == len(st.tokens) > 100  # more than one full-URL page
+        by_id = {t.id: t for t in st.tokens}
+        for res in tokens:
+            src = by_id[res.id.resource]
+            t = trait(res, annotation_trait_pb2.SecretTrait)
+            assert t.identity_id.resource_type == "user"
+            assert t.identity_id.resource == src.account_id
+            assert t.expires_at.ToDatetime().year >= 2024
+        types = await env.runtime.list_resource_types(
+            resource_pb2.ResourceTypesServiceListResourceTypesRequest()
+        )
+        token_type = next(rt for rt in types.list if rt.id == "api_token")
+        assert model.has_annotation(
+            token_type.annotations, annotation_resource_tree_pb2.SkipEntitlementsAndGrants
+        )
+        assert env.sandbox.stats.by_route["GET /admin/api-access/v1/orgs/{org_id}/api-tokens"] >= 2
+
+
+async def test_api_tokens_unavailable_is_an_empty_listing() -> None:
+    async with atlassian_env(api_tokens_enabled=False) as env:
+        assert await list_all(env.runtime, "api_token") == []
+        assert env.connector.sync_counters()["api_tokens_unavailable"] == 1
+
+
+async def test_client_follows_each_pagination_scheme() -> None:
+    async with atlassian_env() as env:
+        client = env.connector.client
+        pp = {"org": client.org_id}
+        # Full-URL next links (v1 collections): the cursor is lifted out and sent to our own base URL.
+        tokens = await client.get_all(R_API_TOKENS, pp, {"limit": 7}, "tokens")
+        assert len(tokens) == len(env.sandbox.state.tokens)
+        assert len({t["id"] for t in tokens}) == len(tokens)
+        assert len(await client.get_all(R_ORGS, {}, None, "orgs")) == 1
+        # Opaque cursors in the query (v2 GET).
+        st = env.sandbox.state
+        account = max(st.users, key=lambda a: len(st.user_assignment_methods(a)))
+        items = await client.get_all(
+            R_USER_ROLES, {**pp, "directory": "-", "account": account}, {"limit": 1}, "roles"
+        )
+        assert {i["resourceId"] for i in items} == set(st.user_assignment_methods(account))
+        assert [d["directoryId"] for d in await client.get_all(R_DIRECTORIES, pp, {"limit": 1}, "dirs")] == [
+            st.directory_id
+        ]
+        # Cursors in POST bodies, sent alone.
+        ws = await client.post_all(R_WORKSPACES, pp, {"limit": 2}, "workspaces")
+        assert sorted(w["id"] for w in ws) == sorted(st.workspaces)
+        users = await client.search_users({"limit": 7, "status": ["suspended"]})
+        assert sorted(u["accountId"] for u in users) == sorted(
+            u.account_id for u in st.users.values() if u.status == "suspended"
+        )
+
+
+async def test_targeted_get_of_users_and_groups() -> None:
+    async with atlassian_env() as env:
+        st = env.sandbox.state
+        uid = next(iter(st.users))
+        got = await env.runtime.get_resource(
+            resource_pb2.ResourceGetterServiceGetResourceRequest(
+                resource_id=resource_pb2.ResourceId(resource_type="user", resource=uid)
+            )
+        )
+        assert got.resource.id.resource == uid and got.resource.display_name == st.users[uid].name
+        gid = next(iter(st.groups))
+        got = await env.runtime.get_resource(
+            resource_pb2.ResourceGetterServiceGetResourceRequest(
+                resource_id=resource_pb2.ResourceId(resource_type="group", resource=gid)
+            )
+        )
+        assert got.resource.display_name == st.groups[gid].name
+
+
+async def test_cleanup_forgets_the_sync_so_the_next_one_sees_changes() -> None:
+    async with atlassian_env() as env:
+        st = env.sandbox.state
+        groups = await list_all(env.runtime, "group")
+        await list_all(env.runtime, "user")
+        target = next(g for g in groups if st.members(g.id.resource))
+        before = {g.principal.id.resource for g in await grants_of(env.runtime, target)}
+        removed = sorted(before)[0]
+        st.remove_member(target.id.resource, removed)
+        await env.runtime.cleanup(connector_pb2.ConnectorServiceCleanupRequest())
+        after = {g.principal.id.resource for g in await grants_of(env.runtime, target)}
+        assert after == before - {removed}
+        assert env.connector.sync_counters()["user_passes"] == 1
+
+
+assert SMALL.accounts > 200  # the user walk spans several pages in these tests
