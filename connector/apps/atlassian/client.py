@@ -224,6 +224,13 @@ class PacedTransport(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
+def _auth_kwargs(credential: str | httpx.Auth) -> dict[str, Any]:
+    """A fixed key becomes a header; an httpx.Auth (a key following its mounted file) applies per request."""
+    if isinstance(credential, str):
+        return {"headers": {"Authorization": f"Bearer {credential}"}}
+    return {"auth": credential}
+
+
 class AtlassianClient:
     """Typed calls of the admin API for one organization."""
 
@@ -231,13 +238,13 @@ class AtlassianClient:
         self,
         *,
         base_url: str,
-        api_key: str,
+        api_key: str | httpx.Auth,
         org_id: str,
         concurrency: int = 8,
         rate_limit: float | None = None,
         timeout: float = 60.0,
         scim_base_url: str | None = None,
-        scim_token: str | None = None,
+        scim_token: str | httpx.Auth | None = None,
         verify: ssl.SSLContext | bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
         retry: RetryPolicy = RetryPolicy(),
@@ -253,7 +260,7 @@ class AtlassianClient:
         self.http = UpstreamClient(
             "atlassian",
             base_url,
-            headers={"Authorization": f"Bearer {api_key}"},
+            **_auth_kwargs(api_key),
             timeout=timeout,
             concurrency=concurrency,
             rate_limit=rate_limit,
@@ -268,13 +275,16 @@ class AtlassianClient:
             self.scim = UpstreamClient(
                 "atlassian-scim",
                 scim_base_url,
-                headers={"Authorization": f"Bearer {scim_token}"},
+                **_auth_kwargs(scim_token),
                 timeout=timeout,
                 concurrency=min(concurrency, 4),
                 retry=retry,
                 verify=verify,
                 transport=transport,
             )
+
+    def clients(self) -> list[UpstreamClient]:
+        return [self.http, *([self.scim] if self.scim is not None else [])]
 
     @property
     def requests(self) -> int:

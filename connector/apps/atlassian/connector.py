@@ -15,8 +15,10 @@ from connector.apps.atlassian.shared import Shared
 from connector.apps.atlassian.tokens import ApiTokenSyncer
 from connector.apps.atlassian.users import UserSyncer
 from connector.apps.atlassian.workspaces import WorkspaceSyncer
+from connector.ops.secrets import BearerAuth, SecretSource
 from connector.pb.c1.connector.v2 import connector_pb2
 from connector.sdk.errors import ConnectorError
+from connector.sdk.http import UpstreamClient
 from connector.sdk.interface import AccountManager, Connector, ResourceSyncer
 
 KEY_HELP = (
@@ -101,8 +103,8 @@ class AtlassianConnector(Connector):
     def account_manager(self) -> AccountManager | None:
         return self._accounts
 
-    def upstream_request_count(self) -> int:
-        return self.client.requests
+    def upstream_clients(self) -> Sequence[UpstreamClient]:
+        return self.client.clients()
 
     def sync_counters(self) -> Mapping[str, int]:
         state = self.shared.state
@@ -123,12 +125,12 @@ class AtlassianConnector(Connector):
 def build_connector(settings: AtlassianSettings) -> AtlassianConnector:
     client = AtlassianClient(
         base_url=settings.api_base_url,
-        api_key=settings.api_token.get_secret_value(),
+        api_key=BearerAuth(SecretSource(settings, "api_token")),
         org_id=settings.org,
         concurrency=settings.api_concurrency,
         rate_limit=settings.api_rate_limit,
         timeout=float(settings.http_timeout_seconds),
         scim_base_url=settings.scim_base_url,
-        scim_token=settings.scim_token.get_secret_value() if settings.scim_token else None,
+        scim_token=BearerAuth(SecretSource(settings, "scim_token")) if settings.scim_token else None,
     )
     return AtlassianConnector(client, use_scim=settings.scim_enabled)
