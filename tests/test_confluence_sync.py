@@ -1,0 +1,236 @@
+"""What the Confluence connector syncs: ids, entitlements and grants per version, against the sandbox."""
+
+from __future__ import annotations
+
+import pytest
+
+from connector.pb.c1.connector.v2 import annotation_grant_pb2, annotation_trait_pb2, entitlement_pb2
+from connector.sandbox.confluence import data as sandbox_data
+from connector.sandbox.confluence.data import ADMIN_GROUP, ODD_GROUP_NAMES
+from connector.sandbox.confluence.server import SandboxConfig
+from connector.sdk import model
+from tests.test_confluence_support import TINY_CAPS, VERSIONS, expected_grant_ids, running, sync_all
+
+Status = annotation_trait_pb2.UserTrait.Status
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_every_version_syncs_the_same_ids_with_capped_pages(version: str) -> None:
+    data = sandbox_data.small()
+    config = SandboxConfig(version=version, caps=TINY_CAPS)
+    async with running(version, data=data, config=config) as (_, connector):
+        synced = await sync_all(connector)
+
+    assert synced.ids("user") == list(data.users)  # every user, in server order, no duplicates
+    assert synced.ids("group") == list(data.groups)
+    assert synced.ids("space") == list(data.spaces)
+    assert synced.grant_ids() == expected_grant_ids(data)
+    assert len(synced.grants) == len(synced.grant_ids())  # no duplicate grants
+    # Entitlements: one per group, fourteen per space (the Go connector's example: 3x1 + 2x14).
+    assert len(synced.entitlements) == len(data.groups) + 14 * len(data.spaces)
+    counters = connector.sync_counters()
+    anonymous = sum(1 for _, p in data.iter_permissions() if p[1] == "anonymous")
+    assert anonymous > 0
+    assert counters.get("space_permissions_anonymous_skipped") == anonymous
+    if version == "9.2":
+        assert "space_permissions_alias_skipped" not in counters  # REST has no alias keys
+    else:
+        viewspace = sum(1 for _, p in data.iter_permissions() if p[0] == "VIEWSPACE")
+        assert counters.get("space_permissions_alias_skipped") == viewspace
+
+
+async def test_user_resources_carry_status_login_profile_and_emails_on_9x() -> None:
+    data = sandbox_data.small()
+    async with running("9.2", data=data) as (_, connector):
+        synced = await sync_all(connector)
+    users = {r.id.resource: r for r in synced.resources["user"]}
+    disabled = [u for u in data.users.values() if not u.active]
+    unlicensed = [u for u in data.users.values() if u.active and not u.licensed]
+    assert disabled and unlicensed
+    for user in data.users.values():
+        res = users[user.username]
+        trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
+        assert trait is not None
+        assert res.display_name == user.display_name
+        assert trait.login == user.username
+        assert trait.status.status == (Status.STATUS_ENABLED if user.active else Status.STATUS_DISABLED)
+        profile = trait.profile.fields
+        assert profile["user_key"].string_value == user.user_key
+        assert profile["id"].string_value == user.user_key
+        assert profile["user_name"].string_value == user.username
+        assert profile["display_name"].string_value == user.display_name
+        assert profile["account_type"].string_value == "known"
+        # 9.x exposes emails for licensed, active users only.
+        emails = [e.address for e in trait.emails]
+        assert emails == ([user.email] if user.active and user.licensed else [])
+
+
+@pytest.mark.parametrize("version", ["7.19", "8.5"])
+async def test_status_is_real_before_9x_too(version: str) -> None:
+    data = sandbox_data.small()
+    async with running(version, data=data) as (_, connector):
+        synced = await sync_all(connector)
+    for res in synced.resources["user"]:
+        trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
+        assert trait is not None
+        active = data.users[res.id.resource].active
+        assert trait.status.status == (Status.STATUS_ENABLED if active else Status.STATUS_DISABLED)
+        assert trait.profile.fields["user_key"].string_value == data.users[res.id.resource].user_key
+
+
+async def test_users_in_no_group_are_found_on_7_19() -> None:
+    data = sandbox_data.small()
+    loners = [u for u in data.users if not data.groups_of(u)]
+    assert loners, "the data set should have users in no group"
+    async with running("7.19", data=data) as (_, connector):
+        synced = await sync_all(connector)
+    assert set(loners) <= set(synced.ids("user"))
+
+
+async def test_group_and_space_entitlements_match_the_go_connector() -> None:
+    async with running("9.2") as (_, connector):
+        synced = await sync_all(connector)
+    ents = {e.id: e for e in synced.entitlements}
+    member = ents["group:confluence-users:member"]
+    assert member.display_name == "confluence-users Group Member"
+    assert member.description == "Is member of the confluence-users group in Confluence Data Center"
+    assert member.slug == "member"
+    assert [t.id for t in member.grantable_to] == ["user"]
+    assert member.purpose == entitlement_pb2.Entitlement.PURPOSE_VALUE_ASSIGNMENT
+
+    eng = [e for e in synced.entitlements if e.resource.id.resource == "ENG"]
+    assert sorted(e.slug for e in eng) == sorted(
+        [
+            "view",
+            "add-comment",
+            "add-attachment",
+            "edit-blog",
+            "edit-space",
+            "export-space",
+            "remove-attachment",
+            "remove-blog",
+            "remove-comment",
+            "remove-mail",
+            "remove-own-content",
+            "remove-page",
+            "set-page-permissions",
+            "set-space-permissions",
+        ]
+    )
+    assert ents["space:ENG:view"].display_name == "Can view Engineering"
+    assert ents["space:ENG:set-space-permissions"].display_name == "Can set space permissions for Engineering"
+    assert (
+        ents["space:ENG:view"].description
+        == "Has permission to view the Engineering space in Confluence Data Center"
+    )
+    assert [t.id for t in ents["space:ENG:edit-space"].grantable_to] == ["user", "group"]
+    assert ents["space:ENG:view"].purpose == entitlement_pb2.Entitlement.PURPOSE_VALUE_PERMISSION
+
+
+async def test_group_held_space_permissions_expand_through_membership() -> None:
+    async with running("9.2") as (_, connector):
+        synced = await sync_all(connector)
+    grants = {g.id: g for g in synced.grants}
+    to_group = grants[f"space:ENG:view:group:{ADMIN_GROUP}"]
+    expandable = model.find_annotation(to_group.annotations, annotation_grant_pb2.GrantExpandable)
+    assert expandable is not None
+    assert list(expandable.entitlement_ids) == [f"group:{ADMIN_GROUP}:member"]
+    to_user = next(
+        g for g in synced.grants if g.id.startswith("space:") and g.principal.id.resource_type == "user"
+    )
+    assert model.find_annotation(to_user.annotations, annotation_grant_pb2.GrantExpandable) is None
+
+
+@pytest.mark.parametrize("version", ["8.5", "9.2"])
+async def test_odd_group_names_are_url_encoded(version: str) -> None:
+    data = sandbox_data.small()
+    async with running(version, data=data, config=SandboxConfig(version=version, caps=TINY_CAPS)) as (
+        sandbox,
+        connector,
+    ):
+        synced = await sync_all(connector)
+        routes = sandbox.stats.by_route
+    for name in ODD_GROUP_NAMES:
+        expected = {f"group:{name}:member:user:{m}" for m in data.groups[name].members}
+        assert expected, name
+        assert expected <= synced.grant_ids()
+    # A raw slash would have hit an unknown route (404): none did.
+    assert routes["GET /rest/api/group/*/member"] > 0
+
+
+async def test_context_path_and_trailing_slash() -> None:
+    data = sandbox_data.small()
+    config = SandboxConfig(version="8.5", context_path="/confluence", caps=TINY_CAPS)
+    async with running("8.5", data=data, config=config) as (sandbox, connector):
+        assert sandbox.base_url.endswith("/confluence")
+        assert connector.settings.hostname == sandbox.base_url
+        await connector.validate()
+        synced = await sync_all(connector)
+    assert synced.grant_ids() == expected_grant_ids(data)
+
+
+async def test_remote_api_off_before_9_1_is_one_counter_not_a_crash() -> None:
+    data = sandbox_data.small()
+    config = SandboxConfig(version="8.5", remote_api_enabled=False)
+    async with running("8.5", data=data, config=config) as (_, connector):
+        synced = await sync_all(connector)
+    # Users and memberships still sync; space permission grants cannot be read.
+    assert synced.ids("user") == list(data.users)
+    assert not [g for g in synced.grants if g.id.startswith("space:")]
+    assert connector.sync_counters()["capability_missing.space_permissions"] == len(data.spaces)
+
+
+async def test_targeted_get_of_each_resource_type() -> None:
+    data = sandbox_data.small()
+    async with running("9.2", data=data) as (_, connector):
+        users, groups, spaces = connector.syncers()
+        user = await users.get(model.resource_id("user", "zoë.müller"), None)  # type: ignore[attr-defined]
+        group = await groups.get(model.resource_id("group", "qa/automation"), None)  # type: ignore[attr-defined]
+        space = await spaces.get(model.resource_id("space", "ENG"), None)  # type: ignore[attr-defined]
+    assert user.id.resource == "zoë.müller"
+    assert user.display_name == data.users["zoë.müller"].display_name
+    assert group.id.resource == "qa/automation"
+    assert space.id.resource == "ENG"
+    assert space.display_name == "Engineering"
+
+
+async def test_large_listing_uses_parallel_pages_without_skipping() -> None:
+    data = sandbox_data.generate(users=900, groups=30, memberships=2500, spaces=40, seed=3)
+    config = SandboxConfig(
+        version="8.5", caps=TINY_CAPS.__class__(user_list=50, group_member=20, space=10), latency=0.002
+    )
+    async with running("8.5", data=data, config=config) as (sandbox, connector):
+        synced = await sync_all(connector)
+        peak = sandbox.stats.max_in_flight
+    assert synced.ids("user") == list(data.users)
+    assert synced.grant_ids() == expected_grant_ids(data)
+    assert peak > 1  # pages were fetched concurrently
+
+
+async def test_remote_api_refusing_tokens_degrades_and_basic_auth_works() -> None:
+    data = sandbox_data.small()
+    config = SandboxConfig(version="8.5", rpc_accepts_bearer=False)
+    async with running("8.5", data=data, config=config) as (_, connector):
+        synced = await sync_all(connector)
+        counters = connector.sync_counters()
+    assert not [g for g in synced.grants if g.id.startswith("space:")]
+    assert counters["capability_missing.space_permissions"] == len(data.spaces)
+    basic = ("--username", "admin", "--password", "admin")
+    async with running("8.5", data=data, config=config, args=basic, token=None) as (_, connector):
+        synced = await sync_all(connector)
+    assert synced.grant_ids() == expected_grant_ids(data)
+
+
+async def test_7_19_without_remote_api_lists_users_from_memberships_and_says_so() -> None:
+    data = sandbox_data.small()
+    config = SandboxConfig(version="7.19", remote_api_enabled=False)
+    async with running("7.19", data=data, config=config) as (_, connector):
+        synced = await sync_all(connector)
+        counters = connector.sync_counters()
+    members = {m for g in data.groups.values() for m in g.members}
+    assert set(synced.ids("user")) == members  # users in no group cannot be seen without JSON-RPC
+    assert members != set(data.users)
+    assert counters["capability_missing.user_listing"] == 1
+    for res in synced.resources["user"]:
+        trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
+        assert trait is not None and trait.status.status == Status.STATUS_UNSPECIFIED
