@@ -56,8 +56,11 @@ class DaemonOptions:
     install_signal_handlers: bool = True
 
 
-async def build_connector(factory: Callable[..., Any], settings: Any) -> Connector:
-    """The CLI passes a zero-argument factory; accept `factory(settings)` too."""
+async def build_connector(
+    factory: Callable[..., Any], settings: Any, metrics: Metrics | None = None
+) -> Connector:
+    """The CLI passes a zero-argument factory; accept `factory(settings)` too. With `metrics`, the
+    connector's upstream requests and missing upstream capabilities are counted."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
@@ -67,6 +70,11 @@ async def build_connector(factory: Callable[..., Any], settings: Any) -> Connect
         result = await result
     if not isinstance(result, Connector):
         raise TypeError(f"connector factory returned {type(result).__name__}, not a Connector")
+    if metrics is not None:
+        hook = metrics.upstream_hook()
+        for client in result.upstream_clients():
+            client.add_hook(hook)
+        result.on_capability_missing(metrics.capability_missing)
     return result
 
 
@@ -173,7 +181,7 @@ async def run_daemon(
         endpoint, tokens, host_id=host_id, user_agent=user_agent, root_certificates=roots, metrics=metrics
     )
     try:
-        connector = await build_connector(connector_factory, settings)
+        connector = await build_connector(connector_factory, settings, metrics)
     except Exception as err:
         await tenant.close()
         await tokens.aclose()

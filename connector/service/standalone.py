@@ -64,7 +64,7 @@ async def run_standalone(
     stop_event = stop if stop is not None else asyncio.Event()
 
     try:
-        connector = await build_connector(connector_factory, settings)
+        connector = await build_connector(connector_factory, settings, metrics)
     except Exception as err:
         print(f"error: cannot start the connector: {err}", file=sys.stderr, flush=True)
         return 2

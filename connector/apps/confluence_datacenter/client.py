@@ -158,9 +158,9 @@ class ConfluenceClient:
         self,
         base_url: str,
         *,
-        access_token: str | None = None,
+        access_token: str | httpx.Auth | None = None,
         username: str | None = None,
-        password: str | None = None,
+        password: str | httpx.Auth | None = None,
         verify: ssl.SSLContext | bool = True,
         concurrency: int = 8,
         rate_limit: float | None = None,
@@ -173,12 +173,16 @@ class ConfluenceClient:
         self.context = urlsplit(self.base_url).path.rstrip("/")
         headers: dict[str, str] = {}
         auth: httpx.Auth | None = None
+        # A str is fixed; an httpx.Auth (ops.secrets) follows its mounted file across rotations.
         if access_token:
             # The token wins when both are configured, as in the Go connector.
-            headers["Authorization"] = f"Bearer {access_token}"
+            if isinstance(access_token, str):
+                headers["Authorization"] = f"Bearer {access_token}"
+            else:
+                auth = access_token
             self.auth_mode = "token"
         elif username:
-            auth = httpx.BasicAuth(username, password or "")
+            auth = password if isinstance(password, httpx.Auth) else httpx.BasicAuth(username, password or "")
             self.auth_mode = "basic"
         else:
             self.auth_mode = "none"

@@ -17,11 +17,12 @@ from connector.apps.confluence_datacenter.settings import ConfluenceSettings
 from connector.apps.confluence_datacenter.spaces import SpaceSyncer
 from connector.apps.confluence_datacenter.users import UserSyncer
 from connector.ops.logging import get_logger, register_secret
+from connector.ops.secrets import BasicAuth, BearerAuth, SecretSource
 from connector.ops.settings import SettingsError
 from connector.pb.c1.connector.v2 import annotation_external_link_pb2, connector_pb2, resource_pb2
 from connector.sdk import model
 from connector.sdk.errors import ConnectorError, UpstreamError
-from connector.sdk.http import make_ssl_context
+from connector.sdk.http import UpstreamClient, make_ssl_context
 from connector.sdk.interface import AccountManager, Connector, ResourceSyncer
 
 log = get_logger(__name__)
@@ -64,11 +65,18 @@ class ConfluenceConnector(Connector):
                 hostname=settings.hostname,
                 detail="--insecure-skip-verify is set: the Confluence server's certificate is NOT checked",
             )
+        # Secrets given as files are re-read when Kubernetes rotates them (ops.secrets).
+        token_auth = BearerAuth(SecretSource(settings, "access_token")) if token else None
+        basic_auth = (
+            BasicAuth(settings.username, SecretSource(settings, "password"))
+            if not token and settings.username and password
+            else None
+        )
         self.client = ConfluenceClient(
             settings.hostname,
-            access_token=token,
+            access_token=token_auth,
             username=settings.username or None,
-            password=password,
+            password=basic_auth,
             verify=verify,
             concurrency=settings.request_concurrency,
             rate_limit=settings.rate_limit,
@@ -103,8 +111,7 @@ class ConfluenceConnector(Connector):
     def account_manager(self) -> AccountManager | None:
         return self._accounts
 
-    def set_capability_missing_hook(self, hook: Callable[[str], None] | None) -> None:
-        """Called with a capability name whenever the server lacks one (e.g. Metrics.capability_missing)."""
+    def on_capability_missing(self, hook: Callable[[str], None]) -> None:
         self.state.on_capability_missing = hook
 
     async def delete_resource(
@@ -122,8 +129,8 @@ class ConfluenceConnector(Connector):
             "connector",
         )
 
-    def upstream_request_count(self) -> int:
-        return self.client.request_count
+    def upstream_clients(self) -> Sequence[UpstreamClient]:
+        return [self.client.http]
 
     def sync_counters(self) -> Mapping[str, int]:
         return dict(self.state.counters)
