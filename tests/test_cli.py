@@ -138,3 +138,39 @@ async def test_daemon_mode_serves_probes_and_metrics_then_stops_on_sigterm(
             await proc.wait()
         await tenant.close()
     assert list(tmp_path.iterdir()) == []  # the uploaded c1z was deleted
+
+
+async def test_serve_exposes_the_connector_over_grpc(sandbox: AtlassianSandbox) -> None:
+    import grpc
+
+    from connector.pb.c1.connector.v2 import connector_pb2, resource_pb2
+    from connector.sdk.client import GrpcConnectorClient
+
+    env = _clean_env(
+        BATON_API_TOKEN=sandbox.api_key, BATON_ORG=sandbox.org_id, BATON_API_BASE_URL=sandbox.base_url
+    )
+    proc = await asyncio.create_subprocess_exec(
+        SCRIPT,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+        assert line.startswith("serving c1.connector.v2 on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client = GrpcConnectorClient(channel)
+            md = (await client.get_metadata(connector_pb2.ConnectorServiceGetMetadataRequest())).metadata
+            assert md.display_name
+            users = await client.list_resources(
+                resource_pb2.ResourcesServiceListResourcesRequest(resource_type_id="user")
+            )
+            assert len(users.list) > 0
+    finally:
+        proc.terminate()
+        await proc.wait()
