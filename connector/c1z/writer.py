@@ -1,0 +1,472 @@
+"""Building a c1z: a SQLite database in a private temp dir, then one atomic write of the container.
+
+Lifecycle: `C1zWriter(target)` creates `<tmp>/c1zXXXX/db` beside the target (or in `temp_dir`). If the
+target already holds a c1z, its database is decompressed into the temp copy first, so earlier syncs are
+kept as the Go syncer keeps them (older full syncs beyond `keep_sync_count` are dropped at the end).
+Rows are upserted in batches, one transaction per batch. `commit()` checkpoints and closes the database,
+streams it through zstd into `<target>.tmp`, fsyncs, renames over the target and fsyncs the directory.
+`abort()` (or any exception inside `with`) removes the temp dir and `<target>.tmp`; the target is then
+exactly as it was before.
+
+Every method is synchronous and must be called from one thread at a time; the sync engine drives the
+writer from a dedicated worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from pathlib import Path
+from types import TracebackType
+
+from connector.c1z import container, ksuid, rows, schema
+from connector.c1z.container import C1zError
+from connector.c1z.timefmt import format_timestamp
+from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
+
+SYNC_TYPES = ("full", "partial", "resources_only", "partial_upserts", "partial_deletions")
+
+# Bulk-load settings: the temp database is private and disposable until commit, so durability during the
+# build buys nothing. The cache is a fixed cap, so memory does not grow with the number of rows.
+CACHE_KIB = 8 * 1024
+
+# Rows go to SQLite as multi-row `INSERT ... VALUES (...), (...)` statements with numbered parameters:
+# the whole batch is bound in one C loop and executed in one sqlite3_step call, during which Python's GIL
+# is released. (executemany re-takes the GIL for every row, which serializes the SQLite thread behind the
+# event loop's protobuf work.) `?1` and `?2` are the sync id and the timestamp, shared by every row.
+# Each statement is its own transaction: a batch needs no BEGIN/COMMIT round trips (each one is another
+# GIL hand-over), and a half-written build database is discarded anyway if the sync fails.
+MAX_ROWS_PER_STATEMENT = 4000
+
+
+class _MultiRowUpsert:
+    def __init__(self, table: str, columns: str, row: tuple[str, ...], conflict: str) -> None:
+        """`row`: one SQL expression per column; "?" marks a per-row parameter (in order)."""
+        self.head = f"insert into {table} ({columns}) values "
+        self.row = row
+        self.params = sum(1 for c in row if c == "?")
+        self.conflict = conflict
+        self._sql: dict[int, str] = {}
+
+    def sql(self, rows_: int) -> str:
+        text = self._sql.get(rows_)
+        if text is None:
+            groups = []
+            n = 3
+            for _ in range(rows_):
+                exprs = []
+                for c in self.row:
+                    if c == "?":
+                        exprs.append(f"?{n}")
+                        n += 1
+                    else:
+                        exprs.append(c)
+                groups.append(f"({', '.join(exprs)})")
+            text = self.head + ", ".join(groups) + " " + self.conflict
+            self._sql[rows_] = text
+        return text
+
+    def rows_per_statement(self, max_variables: int) -> int:
+        return max(1, min(MAX_ROWS_PER_STATEMENT, (max_variables - 2) // max(1, self.params)))
+
+
+_RESOURCE_TYPES_UPSERT = _MultiRowUpsert(
+    schema.RESOURCE_TYPES,
+    "external_id, data, sync_id, discovered_at",
+    ("?", "?", "?1", "?2"),
+    "on conflict (external_id, sync_id) do update set data = excluded.data",
+)
+_RESOURCES_UPSERT = _MultiRowUpsert(
+    schema.RESOURCES,
+    "resource_type_id, external_id, parent_resource_type_id, parent_resource_id, data, sync_id, "
+    "discovered_at",
+    ("?", "?", "?", "?", "?", "?1", "?2"),
+    "on conflict (external_id, sync_id) do update set resource_type_id = excluded.resource_type_id, "
+    "parent_resource_type_id = excluded.parent_resource_type_id, "
+    "parent_resource_id = excluded.parent_resource_id, data = excluded.data",
+)
+_ENTITLEMENTS_UPSERT = _MultiRowUpsert(
+    schema.ENTITLEMENTS,
+    "resource_type_id, resource_id, external_id, data, sync_id, discovered_at",
+    ("?", "?", "?", "?", "?1", "?2"),
+    "on conflict (external_id, sync_id) do update set resource_type_id = excluded.resource_type_id, "
+    "resource_id = excluded.resource_id, data = excluded.data",
+)
+
+_GRANT_COLUMNS = (
+    "resource_type_id, resource_id, entitlement_id, principal_resource_type_id, principal_resource_id, "
+    "external_id, data, expansion, needs_expansion, sync_id, discovered_at"
+)
+_GRANT_DENORM_UPDATE = (
+    "resource_type_id = excluded.resource_type_id, resource_id = excluded.resource_id, "
+    "entitlement_id = excluded.entitlement_id, "
+    "principal_resource_type_id = excluded.principal_resource_type_id, "
+    "principal_resource_id = excluded.principal_resource_id, data = excluded.data"
+)
+# A grant written again by the connector: last write wins, and needs_expansion follows the Go rule
+# (0 without an expansion, 1 if the expansion appeared or changed, otherwise unchanged).
+_GRANT_CONNECTOR_CONFLICT = (
+    "on conflict (external_id, sync_id) do update set " + _GRANT_DENORM_UPDATE + ", "
+    "needs_expansion = case when excluded.expansion is null then 0 "
+    f"when {schema.GRANTS}.expansion is null or {schema.GRANTS}.expansion != excluded.expansion then 1 "
+    f"else {schema.GRANTS}.needs_expansion end, "
+    "expansion = excluded.expansion"
+)
+# Writes made by grant expansion leave `expansion` and `needs_expansion` alone ("preserve expansion").
+_GRANT_PRESERVE_CONFLICT = "on conflict (external_id, sync_id) do update set " + _GRANT_DENORM_UPDATE
+_PLAIN_GRANT = ("?", "?", "?", "?", "?", "?", "?", "null", "0", "?1", "?2")
+_EXPANDABLE_GRANT = ("?", "?", "?", "?", "?", "?", "?", "?", "1", "?1", "?2")
+_GRANTS_UPSERT = {
+    (False, False): _MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _PLAIN_GRANT, _GRANT_CONNECTOR_CONFLICT),
+    (True, False): _MultiRowUpsert(
+        schema.GRANTS, _GRANT_COLUMNS, _EXPANDABLE_GRANT, _GRANT_CONNECTOR_CONFLICT
+    ),
+    (False, True): _MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _PLAIN_GRANT, _GRANT_PRESERVE_CONFLICT),
+    (True, True): _MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _EXPANDABLE_GRANT, _GRANT_PRESERVE_CONFLICT),
+}
+
+
+def open_database(path: Path) -> sqlite3.Connection:
+    """Connection tuned for a private build database (no journal, no fsync, exclusive lock)."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, cached_statements=64)
+    conn.execute("pragma page_size = 4096")
+    conn.execute("pragma journal_mode = off")
+    conn.execute("pragma synchronous = off")
+    conn.execute("pragma locking_mode = exclusive")
+    conn.execute(f"pragma cache_size = -{CACHE_KIB}")
+    conn.execute("pragma temp_store = file")
+    # CREATE INDEX on millions of rows sorts; SQLite's sorter may use helper threads (native, no GIL).
+    conn.execute("pragma threads = 2")
+    return conn
+
+
+class C1zWriter:
+    """Writes one c1z file atomically. See the module docstring for the lifecycle."""
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str],
+        *,
+        temp_dir: str | os.PathLike[str] | None = None,
+        keep_existing: bool = True,
+        keep_sync_count: int = 2,
+        cancel: threading.Event | None = None,
+    ) -> None:
+        self.target = Path(target)
+        self.tmp_target = self.target.with_name(self.target.name + ".tmp")
+        self.keep_sync_count = max(1, keep_sync_count)
+        self.cancel = cancel or threading.Event()
+        self.sync_id = ""
+        self.sync_type = ""
+        self.bytes_written = 0
+        self._closed = False
+        self._deferred_indexes = False
+        parent = Path(temp_dir) if temp_dir is not None else self.target.parent
+        if not parent.is_dir():
+            what = "temp dir" if temp_dir is not None else "output directory"
+            raise C1zError(f"{what} {parent} does not exist")
+        try:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="c1z", dir=parent))
+        except OSError as exc:
+            raise C1zError(f"cannot create a temp dir in {parent}: {exc.strerror or exc}") from None
+        self.db_path = self.work_dir / "db"
+        try:
+            loaded = False
+            if keep_existing and self.target.exists():
+                loaded = container.decompress_file(self.target, self.db_path, cancel=self.cancel)
+            self.conn = open_database(self.db_path)
+            self._max_variables = self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+            fresh = not loaded
+            # On a fresh database the non-unique grant indexes are built once after the grants are in
+            # (much faster than maintaining them row by row); `finish` always creates them.
+            self._deferred_indexes = fresh
+            schema.create_schema(self.conn, defer_grant_indexes=fresh)
+        except C1zError as exc:
+            self._remove_work()
+            if keep_existing and self.target.exists():
+                raise C1zError(f"existing file {self.target} is not usable: {exc}") from None
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._remove_work()
+            raise C1zError(f"existing file {self.target} holds an unusable database: {exc}") from None
+        except BaseException:
+            self._remove_work()
+            raise
+
+    # --- sync runs ----------------------------------------------------------------------------------
+
+    def latest_finished_sync(self, sync_type: str | None = None) -> str:
+        query = f"select sync_id from {schema.SYNC_RUNS} where ended_at is not null"
+        args: tuple[str, ...] = ()
+        if sync_type is not None:
+            query += " and sync_type = ?"
+            args = (sync_type,)
+        row = self.conn.execute(query + " order by ended_at desc, id desc limit 1", args).fetchone()
+        return str(row[0]) if row else ""
+
+    def start_sync(
+        self, sync_type: str = "full", parent_sync_id: str = "", sync_id: str | None = None
+    ) -> str:
+        if sync_type not in SYNC_TYPES:
+            raise ValueError(f"unknown sync type {sync_type!r}")
+        if sync_type in ("full", "resources_only") and parent_sync_id:
+            raise ValueError(f"a {sync_type} sync has no parent sync")
+        self.sync_id = sync_id or ksuid.new_ksuid()
+        self.sync_type = sync_type
+        self.conn.execute(
+            f"insert into {schema.SYNC_RUNS} (sync_id, started_at, sync_token, sync_type, parent_sync_id, "
+            "linked_sync_id, supports_diff) values (?, ?, '', ?, ?, '', 1)",
+            (self.sync_id, format_timestamp(), sync_type, parent_sync_id),
+        )
+        return self.sync_id
+
+    def end_sync(self) -> None:
+        self.conn.execute(
+            f"update {schema.SYNC_RUNS} set ended_at = ? where sync_id = ? and ended_at is null",
+            (format_timestamp(), self.sync_id),
+        )
+
+    def timestamp(self) -> str:
+        return format_timestamp()
+
+    # --- writes -------------------------------------------------------------------------------------
+
+    def _upsert(self, stmt: _MultiRowUpsert, batch: Sequence[tuple[object, ...]]) -> None:
+        """Upsert `batch`, a few thousand rows per statement (each statement is atomic)."""
+        if not self.sync_id:
+            raise C1zError("no sync started")
+        per = stmt.rows_per_statement(self._max_variables)
+        shared = (self.sync_id, format_timestamp())
+        execute = self.conn.execute
+        i, total = 0, len(batch)
+        while i < total:
+            # Full statements, then the remainder in power-of-two pieces: only ~13 distinct statements
+            # are ever prepared, so the statement cache (and its memory) stays small.
+            left = total - i
+            n = per if left >= per else 1 << (left.bit_length() - 1)
+            execute(stmt.sql(n), shared + tuple(chain.from_iterable(batch[i : i + n])))
+            i += n
+
+    def _write(self, stmt: _MultiRowUpsert, batch: Sequence[tuple[object, ...]]) -> None:
+        if batch:
+            self._upsert(stmt, batch)
+
+    def write_resource_type_rows(self, batch: Sequence[rows.ResourceTypeRow]) -> None:
+        self._write(_RESOURCE_TYPES_UPSERT, batch)
+
+    def write_resource_rows(self, batch: Sequence[rows.ResourceRow]) -> None:
+        self._write(_RESOURCES_UPSERT, batch)
+
+    def write_entitlement_rows(self, batch: Sequence[rows.EntitlementRow]) -> None:
+        self._write(_ENTITLEMENTS_UPSERT, batch)
+
+    def write_grant_rows(
+        self,
+        plain: Sequence[rows.PlainGrantRow],
+        expandable: Sequence[rows.ExpandableGrantRow] = (),
+        *,
+        preserve_expansion: bool = False,
+    ) -> None:
+        """Upsert grant rows (rows without, then rows with, a GrantExpandable)."""
+        if plain:
+            self._upsert(_GRANTS_UPSERT[(False, preserve_expansion)], plain)
+        if expandable:
+            self._upsert(_GRANTS_UPSERT[(True, preserve_expansion)], expandable)
+
+    def write_grant_batch(self, batch: rows.GrantRows) -> None:
+        self.write_grant_rows(batch.plain, batch.expandable)
+
+    def put_resource_types(self, items: Iterable[resource_pb2.ResourceType]) -> None:
+        self.write_resource_type_rows([rows.resource_type_row(i) for i in items])
+
+    def put_resources(self, items: Iterable[resource_pb2.Resource]) -> None:
+        self.write_resource_rows([rows.resource_row(i) for i in items])
+
+    def put_entitlements(self, items: Iterable[entitlement_pb2.Entitlement]) -> None:
+        self.write_entitlement_rows([rows.entitlement_row(i) for i in items])
+
+    def put_grants(self, items: Iterable[grant_pb2.Grant], *, preserve_expansion: bool = False) -> list[str]:
+        """Upsert grants; GrantExpandable is moved from each grant (a copy) into `expansion`.
+
+        Returns the reasons grants were not stored (missing id, entitlement or principal ids).
+        """
+        batch = rows.GrantRows()
+        copies = []
+        for g in items:
+            copy = grant_pb2.Grant()
+            copy.CopyFrom(g)
+            copies.append(copy)
+        batch.add_all(copies)
+        self.write_grant_rows(batch.plain, batch.expandable, preserve_expansion=preserve_expansion)
+        return [f"grant {g.id or '(no id)'} {why}" for g, why in batch.problems]
+
+    # --- reads used while syncing -------------------------------------------------------------------
+
+    def get_resource_data(self, resource_type: str, resource: str) -> bytes | None:
+        row = self.conn.execute(
+            f"select data from {schema.RESOURCES} where external_id = ? and resource_type_id = ? "
+            "and sync_id = ?",
+            (rows.resource_external_id(resource_type, resource), resource_type, self.sync_id),
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def resource_exists(self, resource_type: str, resource: str) -> bool:
+        row = self.conn.execute(
+            f"select 1 from {schema.RESOURCES} where external_id = ? and sync_id = ?",
+            (rows.resource_external_id(resource_type, resource), self.sync_id),
+        ).fetchone()
+        return row is not None
+
+    def get_entitlement_data(self, entitlement_id: str) -> bytes | None:
+        row = self.conn.execute(
+            f"select data from {schema.ENTITLEMENTS} where external_id = ? and sync_id = ?",
+            (entitlement_id, self.sync_id),
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def resource_page(
+        self, after_id: int, limit: int, resource_type: str | None = None
+    ) -> list[tuple[int, bytes]]:
+        """Resources of the current sync with rowid > after_id, in rowid order."""
+        if resource_type is None:
+            cur = self.conn.execute(
+                f"select id, data from {schema.RESOURCES} where sync_id = ? and id > ? order by id limit ?",
+                (self.sync_id, after_id, limit),
+            )
+        else:
+            cur = self.conn.execute(
+                f"select id, data from {schema.RESOURCES} where sync_id = ? and resource_type_id = ? "
+                "and id > ? order by id limit ?",
+                (self.sync_id, resource_type, after_id, limit),
+            )
+        return [(int(i), bytes(d)) for i, d in cur]
+
+    def count(self, table: str) -> int:
+        row = self.conn.execute(f"select count(*) from {table} where sync_id = ?", (self.sync_id,)).fetchone()
+        return int(row[0])
+
+    def resource_counts(self) -> dict[str, int]:
+        cur = self.conn.execute(
+            f"select resource_type_id, count(*) from {schema.RESOURCES} where sync_id = ? "
+            "group by resource_type_id order by resource_type_id",
+            (self.sync_id,),
+        )
+        return {str(t): int(n) for t, n in cur}
+
+    def ensure_indexes(self) -> None:
+        """Create every index of the schema (deferred ones included)."""
+        schema.create_indexes(self.conn)
+        self._deferred_indexes = False
+
+    # --- retention ----------------------------------------------------------------------------------
+
+    def cleanup_old_syncs(self) -> int:
+        """Drop finished syncs the Go store would drop (keep the newest `keep_sync_count` full syncs,
+        and partial/resources-only syncs that ended after the oldest kept full sync started)."""
+        full = self.conn.execute(
+            f"select sync_id, started_at from {schema.SYNC_RUNS} where ended_at is not null "
+            "and sync_type = 'full' order by ended_at desc, id desc"
+        ).fetchall()
+        doomed = [str(r[0]) for r in full[self.keep_sync_count :]]
+        kept = full[: self.keep_sync_count]
+        if kept:
+            oldest_start = min(str(r[1]) for r in kept)
+            doomed += [
+                str(r[0])
+                for r in self.conn.execute(
+                    f"select sync_id from {schema.SYNC_RUNS} where ended_at is not null "
+                    "and sync_type in ('partial', 'resources_only') and ended_at < ?",
+                    (oldest_start,),
+                )
+            ]
+        doomed = [s for s in doomed if s != self.sync_id]
+        if not doomed:
+            return 0
+        self.conn.execute("begin")
+        for sync_id in doomed:
+            for table in schema.TABLES:
+                self.conn.execute(f"delete from {table.name} where sync_id = ?", (sync_id,))
+        self.conn.execute("commit")
+        self.conn.execute("vacuum")
+        return len(doomed)
+
+    # --- finishing ----------------------------------------------------------------------------------
+
+    def finish_database(self) -> None:
+        """Make the database a clean, self-contained file: all indexes, no journal, closed."""
+        if self._closed:
+            return
+        if self._deferred_indexes:
+            self.ensure_indexes()
+        conn = self.conn
+        conn.execute("pragma journal_mode = delete")
+        conn.close()
+        self._closed = True
+        for suffix in ("-wal", "-journal", "-shm"):
+            leftover = Path(str(self.db_path) + suffix)
+            if leftover.exists() and leftover.stat().st_size > 0:
+                raise C1zError(f"database not fully checkpointed ({leftover.name} is not empty)")
+
+    def commit(self, *, threads: int = 0) -> int:
+        """Finish the database and atomically replace the target with the c1z. Returns its size."""
+        try:
+            self.finish_database()
+            try:
+                with open(self.tmp_target, "wb") as out:
+                    size = container.compress_file(self.db_path, out, threads=threads, cancel=self.cancel)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(self.tmp_target, self.target)
+            except OSError as exc:
+                raise C1zError(f"cannot write {self.target}: {exc.strerror or exc}") from None
+            _fsync_dir(self.target.parent)
+            self.bytes_written = size
+            return size
+        except BaseException:
+            self.abort()
+            raise
+        finally:
+            self._remove_work()
+
+    def abort(self) -> None:
+        """Discard everything: the temp database and any partial `<target>.tmp`. Safe to call twice."""
+        if not self._closed:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self._closed = True
+        with contextlib.suppress(FileNotFoundError):
+            self.tmp_target.unlink()
+        self._remove_work()
+
+    def _remove_work(self) -> None:
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> C1zWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

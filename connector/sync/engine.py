@@ -1,0 +1,983 @@
+"""The sync engine: drive a connector through `c1.connector.v2` and write a v1 c1z.
+
+Phases (spec §4): validate -> resource types -> resources (children via ChildResourceType) -> static
+entitlements -> entitlements -> grants -> grant expansion -> save -> connector Cleanup. A targeted sync
+instead fetches each target with GetResource and lists its entitlements and grants (a `partial` sync).
+
+Concurrency: listings that do not depend on each other (pages of different resource types, children of
+different parents, entitlements and grants of different resources) run in up to `options.concurrency`
+worker tasks; the pages of one listing are sequential because page tokens chain. Results do not depend on
+the order in which workers finish.
+
+Storage: rows are built on the event loop (protobuf work) and written by one dedicated SQLite thread, in
+batches inside transactions, with a bounded number of batches in flight, so the connector keeps producing
+while SQLite writes and memory stays flat. Nothing holds the organisation in memory: per-resource phases
+page through the resources already stored.
+
+Failure: any error other than a retried UNAVAILABLE/DEADLINE_EXCEEDED (or a NOT_FOUND while listing one
+resource's entitlements or grants, which is a counted warning) fails the sync with one line naming the
+phase, resource type and resource. Nothing is then left at the output path (or in temp), and a file that
+was already there is untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import datetime as dt
+import re
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from connector.c1z import rows, schema
+from connector.c1z.container import C1zError
+from connector.c1z.writer import C1zWriter
+from connector.ops.logging import get_logger
+from connector.pb.c1.connector.v2 import (
+    annotation_ratelimit_pb2,
+    annotation_resource_tree_pb2,
+    connector_pb2,
+    entitlement_pb2,
+    grant_pb2,
+    resource_pb2,
+)
+from connector.sdk.client import ConnectorClient
+from connector.sdk.errors import ConnectorError
+from connector.sync.expansion import DEFAULT_MAX_DEPTH, Expander, ExpansionError
+from connector.sync.report import SyncReport
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+Resource = resource_pb2.Resource
+ResourceId = resource_pb2.ResourceId
+Target = resource_pb2.Resource | resource_pb2.ResourceId | str
+
+# Validate.sdk_version from which connectors expect active_sync_id on requests (Go syncer rule).
+ACTIVE_SYNC_ID_MIN_VERSION = (0, 4, 3)
+RESOURCE_PAGE = 1000
+ROW_BATCH = 8000
+MAX_BATCHES_IN_FLIGHT = 3
+MAX_LINEAR_BACKOFF_S = 60.0
+CLEANUP_TIMEOUT_S = 30.0
+# Go syncer: abort when there are more than 10 warnings and they exceed 10% of completed listings.
+WARNING_ABORT_MIN = 10
+WARNING_ABORT_RATIO = 0.1
+
+_TRAIT_ANNOTATIONS = {
+    resource_pb2.ResourceType.TRAIT_USER: "c1.connector.v2.UserTrait",
+    resource_pb2.ResourceType.TRAIT_GROUP: "c1.connector.v2.GroupTrait",
+    resource_pb2.ResourceType.TRAIT_ROLE: "c1.connector.v2.RoleTrait",
+    resource_pb2.ResourceType.TRAIT_APP: "c1.connector.v2.AppTrait",
+    resource_pb2.ResourceType.TRAIT_SECRET: "c1.connector.v2.SecretTrait",
+}
+_SKIP_ALL = "c1.connector.v2.SkipEntitlementsAndGrants"
+_SKIP_ENTITLEMENTS = "c1.connector.v2.SkipEntitlements"
+_SKIP_GRANTS = "c1.connector.v2.SkipGrants"
+_SKIP_MARK = b"c1.connector.v2.Skip"
+_CHILD_TYPE = "c1.connector.v2.ChildResourceType"
+_INSERT_RESOURCE_GRANTS = "c1.connector.v2.InsertResourceGrants"
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """What to sync (mirrors `SyncFullTask`) and how hard to push.
+
+    `targeted_resources` accepts Resource messages (as in SyncFullTask.targeted_sync_resources),
+    ResourceIds or "type:id" strings. `keep_sync_count`: when the output already holds a c1z, its newest
+    finished full syncs up to this many (the new one included) are kept, as the Go syncer does.
+    Retries: UNAVAILABLE / DEADLINE_EXCEEDED are retried up to `max_retries` times per call, waiting for
+    a RateLimitDescription's reset time when there is one, else `retry_base_delay_s` x attempt (capped
+    at 60 s); the waits of one call never add up to more than `max_retry_wait_s`.
+    """
+
+    skip_expand_grants: bool = False
+    skip_entitlements_and_grants: bool = False
+    skip_grants: bool = False
+    sync_resource_type_ids: Sequence[str] = ()
+    targeted_resources: Sequence[Target] = ()
+    concurrency: int = 8
+    skip_full_sync: bool = False
+    keep_sync_count: int = 2
+    max_retries: int = 8
+    retry_base_delay_s: float = 1.0
+    max_retry_wait_s: float = 600.0
+    max_expansion_depth: int = DEFAULT_MAX_DEPTH
+
+
+class SyncError(Exception):
+    """A sync failed. `str()` is one line: `sync failed in phase <phase> for <where>: <cause>`."""
+
+    def __init__(self, phase: str, where: str, cause: str, *, code: grpc.StatusCode | None = None) -> None:
+        self.phase = phase
+        self.where = where
+        self.cause = cause
+        self.code = code
+        location = f" for {where}" if where else ""
+        super().__init__(f"sync failed in phase {phase}{location}: {cause}")
+
+
+class _CallFailed(Exception):
+    def __init__(self, error: ConnectorError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _describe(err: ConnectorError) -> str:
+    return f"{err.code.name}: {err.message}"
+
+
+def _as_connector_error(exc: BaseException) -> ConnectorError:
+    if isinstance(exc, ConnectorError):
+        return exc
+    if isinstance(exc, grpc.aio.AioRpcError):  # a raw channel rather than GrpcConnectorClient
+        return ConnectorError(exc.code(), exc.details() or "")
+    return ConnectorError(grpc.StatusCode.UNKNOWN, f"{type(exc).__name__}: {exc}")
+
+
+def _annotation_names(annotations: Sequence[Any]) -> set[str]:
+    return {a.type_url.rsplit("/", 1)[-1] for a in annotations}
+
+
+def _rid(r: ResourceId) -> str:
+    return f"{r.resource_type}:{r.resource}"
+
+
+def _parse_version(text: str) -> tuple[int, ...] | None:
+    m = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", text.strip())
+    return tuple(int(x) for x in m.groups()) if m else None
+
+
+def _target_id(target: Target) -> tuple[ResourceId, ResourceId | None]:
+    if isinstance(target, resource_pb2.Resource):
+        parent = target.parent_resource_id if target.HasField("parent_resource_id") else None
+        return target.id, parent
+    if isinstance(target, resource_pb2.ResourceId):
+        return target, None
+    type_id, sep, res = str(target).partition(":")
+    if not sep or not type_id or not res:
+        raise SyncError("targeted-resources", "", f"invalid target {target!r}: expected TYPE:ID")
+    return ResourceId(resource_type=type_id, resource=res), None
+
+
+class _Db:
+    """One SQLite thread. `run` awaits a call; `submit` queues one and returns its future."""
+
+    def __init__(self) -> None:
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="c1z-db")
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
+        return self.executor.submit(fn, *args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.wrap_future(self.executor.submit(fn, *args))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False)
+
+
+class _Sink:
+    """Batches rows for one table and writes them on the SQLite thread, a bounded number in flight."""
+
+    def __init__(
+        self, db: _Db, write: Callable[[Any], None], new: Callable[[], Any], size: Callable[[Any], int]
+    ):
+        self.db = db
+        self.write = write
+        self.new = new
+        self.size = size
+        self.buffer: Any = new()
+        self.inflight: deque[asyncio.Future[None]] = deque()
+
+    @classmethod
+    def of_lists(cls, db: _Db, write: Callable[[Any], None]) -> _Sink:
+        return cls(db, write, list, len)
+
+    async def maybe_submit(self) -> None:
+        if self.size(self.buffer) >= ROW_BATCH:
+            await self._submit()
+
+    async def add(self, items: list[Any]) -> None:
+        self.buffer.extend(items)
+        await self.maybe_submit()
+
+    async def _submit(self) -> None:
+        batch, self.buffer = self.buffer, self.new()
+        self.inflight.append(asyncio.wrap_future(self.db.submit(self.write, batch)))
+        while len(self.inflight) > MAX_BATCHES_IN_FLIGHT:
+            await self.inflight.popleft()
+
+    async def flush(self) -> None:
+        if self.size(self.buffer):
+            await self._submit()
+        while self.inflight:
+            await self.inflight.popleft()
+
+    async def discard(self) -> None:
+        """After a failure: wait for queued writes (so the thread is idle), ignoring their errors."""
+        self.buffer = self.new()
+        while self.inflight:
+            fut = self.inflight.popleft()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(fut)
+
+
+async def _wait_done(fut: concurrent.futures.Future[Any]) -> None:
+    """Wait for a worker-thread job, even through further cancellations (only used while already
+    failing or being cancelled, so the caller re-raises the original exception afterwards)."""
+    wrapped = asyncio.wrap_future(fut)
+    while not wrapped.done():
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(wrapped)
+
+
+class _ResourceFeed:
+    """Stored resources of the current sync, fetched from SQLite a page at a time as workers need them."""
+
+    def __init__(self, db: _Db, writer: C1zWriter) -> None:
+        self.db = db
+        self.w = writer
+        self.buffer: deque[bytes] = deque()
+        self.after = 0
+        self.done = False
+        self.lock = asyncio.Lock()
+
+    async def next(self) -> bytes | None:
+        while not self.buffer:
+            if self.done:
+                return None
+            async with self.lock:
+                if self.buffer or self.done:
+                    continue
+                page = await self.db.run(self.w.resource_page, self.after, RESOURCE_PAGE)
+                if not page:
+                    self.done = True
+                else:
+                    self.after = page[-1][0]
+                    self.buffer.extend(data for _, data in page)
+        return self.buffer.popleft()
+
+
+class _Syncer:
+    def __init__(
+        self,
+        client: ConnectorClient,
+        db: _Db,
+        writer: C1zWriter,
+        options: SyncOptions,
+        report: SyncReport,
+        on_phase: Callable[[str], None] | None,
+    ) -> None:
+        self.client = client
+        self.db = db
+        self.w = writer
+        self.options = options
+        self.report = report
+        self.on_phase = on_phase
+        self.concurrency = max(1, options.concurrency)
+        self.active_sync_id = ""
+        self.types: dict[str, resource_pb2.ResourceType] = {}
+        self.type_annotations: dict[str, set[str]] = {}
+        self.type_filter = {t for t in options.sync_resource_type_ids if t}
+        self.resources = _Sink.of_lists(db, writer.write_resource_rows)
+        self.entitlements = _Sink.of_lists(db, writer.write_entitlement_rows)
+        self.grants = _Sink(db, writer.write_grant_batch, rows.GrantRows, len)
+        self.actions_done = 0
+        self.parents_listed: set[tuple[str, str, str]] = set()
+        self._needed_traits: dict[str, tuple[str, ...]] = {}
+        self.partial = bool(options.targeted_resources)
+        self.phase_name = ""
+        self._phase_started = 0.0
+
+    # --- bookkeeping --------------------------------------------------------------------------------
+
+    def phase(self, name: str) -> None:
+        now = time.monotonic()
+        if self.phase_name:
+            durations = self.report.phase_durations
+            durations[self.phase_name] = durations.get(self.phase_name, 0.0) + now - self._phase_started
+        self.phase_name, self._phase_started = name, now
+        if name:
+            log.info("sync_phase", phase=name, sync_id=self.w.sync_id)
+            if self.on_phase is not None:
+                self.on_phase(name)
+
+    def warn(self, message: str) -> None:
+        self.report.warn(message)
+        log.warning("sync_warning", message=message, sync_id=self.w.sync_id)
+
+    def check_warnings(self, phase: str) -> None:
+        n = self.report.warning_count
+        if n > WARNING_ABORT_MIN and n > WARNING_ABORT_RATIO * max(1, self.actions_done):
+            raise SyncError(
+                phase,
+                "",
+                f"too many warnings ({n} after {self.actions_done} listings); "
+                f"first: {self.report.warnings[0]}",
+            )
+
+    async def flush_all(self) -> None:
+        await self.resources.flush()
+        await self.entitlements.flush()
+        await self.grants.flush()
+
+    async def discard_all(self) -> None:
+        for sink in (self.resources, self.entitlements, self.grants):
+            await sink.discard()
+
+    # --- calling the connector ----------------------------------------------------------------------
+
+    def _retry_delay(self, err: ConnectorError, attempt: int) -> float:
+        rate = err.rate_limit
+        if rate is not None and rate.HasField("reset_at"):
+            until_reset = (rate.reset_at.ToDatetime(tzinfo=dt.UTC) - dt.datetime.now(dt.UTC)).total_seconds()
+            if until_reset > 0:
+                overlimit = rate.status == annotation_ratelimit_pb2.RateLimitDescription.STATUS_OVERLIMIT
+                if rate.remaining <= 0 or overlimit:
+                    return until_reset
+                return until_reset / rate.remaining
+        return min(self.options.retry_base_delay_s * attempt, MAX_LINEAR_BACKOFF_S)
+
+    async def call(self, method: Callable[[Any], Awaitable[T]], request: Any, what: str) -> T:
+        """One RPC with the retry policy; raises _CallFailed with the final ConnectorError."""
+        attempt = 0
+        waited = 0.0
+        while True:
+            self.report.connector_calls += 1
+            try:
+                return await method(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                err = _as_connector_error(exc)
+                if err.retryable and attempt < self.options.max_retries:
+                    delay = max(0.0, self._retry_delay(err, attempt + 1))
+                    if waited + delay <= self.options.max_retry_wait_s:
+                        attempt += 1
+                        waited += delay
+                        self.report.retries += 1
+                        log.info(
+                            "sync_retry",
+                            call=what,
+                            code=err.code.name,
+                            attempt=attempt,
+                            delay_s=round(delay, 3),
+                            rate_limited=err.rate_limit is not None,
+                        )
+                        await asyncio.sleep(delay)
+                        continue
+                raise _CallFailed(err) from None
+
+    @staticmethod
+    def next_token(resp: Any, token: str, what: str) -> str:
+        nxt = str(resp.next_page_token)
+        if nxt and nxt == token:
+            raise _CallFailed(
+                ConnectorError(
+                    grpc.StatusCode.INTERNAL, f"{what}: next page token unchanged - likely a connector bug"
+                )
+            )
+        return nxt
+
+    # --- the run ------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        opts = self.options
+        if opts.skip_full_sync:
+            self.phase("skip-full-sync")
+            await self.db.run(self.w.start_sync, "full", "")
+            self.report.sync_id, self.report.sync_type = self.w.sync_id, "full"
+            return
+        if self.partial:
+            parent = await self.db.run(self.w.latest_finished_sync, "full")
+            sync_type = "partial"
+        else:
+            parent = ""
+            sync_type = "resources_only" if opts.skip_entitlements_and_grants else "full"
+        await self.db.run(self.w.start_sync, sync_type, parent)
+        self.report.sync_id, self.report.sync_type = self.w.sync_id, sync_type
+
+        await self.validate()
+        await self.resource_types()
+        if self.partial:
+            await self.targeted()
+        else:
+            await self.all_resources()
+            if not opts.skip_entitlements_and_grants:
+                await self.static_entitlements()
+                await self.per_resource(
+                    "entitlements", self.list_entitlements, (_SKIP_ALL, _SKIP_ENTITLEMENTS)
+                )
+                await self.entitlements.flush()
+                if not opts.skip_grants:
+                    await self.per_resource("grants", self.list_grants, (_SKIP_ALL, _SKIP_GRANTS))
+                await self.flush_all()
+                if not opts.skip_expand_grants:
+                    await self.expand()
+        await self.flush_all()
+
+    async def validate(self) -> None:
+        self.phase("validate")
+        try:
+            resp = await self.call(
+                self.client.validate, connector_pb2.ConnectorServiceValidateRequest(), "validate"
+            )
+        except _CallFailed as exc:
+            raise SyncError("validate", "", _describe(exc.error), code=exc.error.code) from None
+        version = _parse_version(resp.sdk_version)
+        if version is not None and version >= ACTIVE_SYNC_ID_MIN_VERSION:
+            self.active_sync_id = self.w.sync_id
+
+    async def resource_types(self) -> None:
+        self.phase("resource-types")
+        seen: list[resource_pb2.ResourceType] = []
+        token = ""
+        try:
+            while True:
+                req = resource_pb2.ResourceTypesServiceListResourceTypesRequest(
+                    page_token=token, active_sync_id=self.active_sync_id
+                )
+                resp = await self.call(self.client.list_resource_types, req, "list resource types")
+                seen.extend(resp.list)
+                token = self.next_token(resp, token, "list resource types")
+                if not token:
+                    break
+        except _CallFailed as exc:
+            raise SyncError("resource-types", "", _describe(exc.error), code=exc.error.code) from None
+        known = {rt.id for rt in seen}
+        unknown = sorted(self.type_filter - known)
+        if unknown:
+            raise SyncError(
+                "resource-types",
+                "",
+                f"unknown resource type {', '.join(repr(u) for u in unknown)} in sync_resource_type_ids "
+                f"(the connector has: {', '.join(sorted(known)) or 'none'})",
+                code=grpc.StatusCode.INVALID_ARGUMENT,
+            )
+        kept = [rt for rt in seen if not self.type_filter or rt.id in self.type_filter]
+        for rt in kept:
+            self.types[rt.id] = rt
+            self.type_annotations[rt.id] = _annotation_names(rt.annotations)
+        await self.db.run(self.w.write_resource_type_rows, [rows.resource_type_row(rt) for rt in kept])
+        self.report.resource_types = len(self.types)
+
+    # --- resources ----------------------------------------------------------------------------------
+
+    def _trait_urls(self, type_id: str) -> tuple[str, ...]:
+        """Type URLs of the trait annotations every resource of this type must carry (cached)."""
+        cached = self._needed_traits.get(type_id)
+        if cached is None:
+            rt = self.types.get(type_id)
+            traits = rt.traits if rt is not None else ()
+            cached = tuple(
+                f"type.googleapis.com/{_TRAIT_ANNOTATIONS[t]}" for t in traits if t in _TRAIT_ANNOTATIONS
+            )
+            self._needed_traits[type_id] = cached
+        return cached
+
+    def check_traits(self, res: Resource, urls: Sequence[str]) -> None:
+        for needed in self._trait_urls(res.id.resource_type):
+            if needed not in urls:
+                name = needed.rsplit(".", 1)[-1]
+                raise SyncError(
+                    "resources",
+                    _rid(res.id),
+                    f"resource was missing expected trait {name} "
+                    f"(its resource type {res.id.resource_type} declares it)",
+                    code=grpc.StatusCode.FAILED_PRECONDITION,
+                )
+
+    async def store_resources(self, items: Sequence[Resource]) -> list[tuple[str, ResourceId]]:
+        """Trait-check and queue resources; returns the child listings their annotations ask for."""
+        children: list[tuple[str, ResourceId]] = []
+        batch = []
+        for res in items:
+            urls = [a.type_url for a in res.annotations]
+            self.check_traits(res, urls)
+            batch.append(rows.resource_row(res))
+            if not any(u.endswith(_CHILD_TYPE) for u in urls):
+                continue
+            for a in res.annotations:
+                if a.type_url.endswith(_CHILD_TYPE):
+                    child = annotation_resource_tree_pb2.ChildResourceType()
+                    a.Unpack(child)
+                    if self.type_filter and child.resource_type_id not in self.type_filter:
+                        continue
+                    key = (child.resource_type_id, res.id.resource_type, res.id.resource)
+                    if key in self.parents_listed:
+                        continue
+                    self.parents_listed.add(key)
+                    children.append((child.resource_type_id, res.id))
+        await self.resources.add(batch)
+        return children
+
+    async def all_resources(self) -> None:
+        self.phase("resources")
+        queue: asyncio.Queue[tuple[str, ResourceId | None]] = asyncio.Queue()
+        for type_id in self.types:
+            queue.put_nowait((type_id, None))
+
+        async def list_one(type_id: str, parent: ResourceId | None) -> None:
+            where = f"{type_id} under {_rid(parent)}" if parent is not None else type_id
+            what = f"list {where} resources"
+            token = ""
+            try:
+                while True:
+                    req = resource_pb2.ResourcesServiceListResourcesRequest(
+                        resource_type_id=type_id, page_token=token, active_sync_id=self.active_sync_id
+                    )
+                    if parent is not None:
+                        req.parent_resource_id.CopyFrom(parent)
+                    resp = await self.call(self.client.list_resources, req, what)
+                    for child_type, parent_id in await self.store_resources(resp.list):
+                        queue.put_nowait((child_type, parent_id))
+                    token = self.next_token(resp, token, what)
+                    if not token:
+                        break
+            except _CallFailed as exc:
+                raise SyncError("resources", where, _describe(exc.error), code=exc.error.code) from None
+            self.actions_done += 1
+
+        async def worker() -> None:
+            while True:
+                type_id, parent = await queue.get()
+                try:
+                    await list_one(type_id, parent)
+                finally:
+                    queue.task_done()
+
+        await _run_workers(self.concurrency, worker, queue.join)
+        await self.resources.flush()
+
+    async def targeted(self) -> None:
+        self.phase("targeted-resources")
+        targets = [_target_id(t) for t in self.options.targeted_resources]
+        fetched: list[Resource] = []
+        for rid, parent in targets:
+            res = await self.get_resource(rid, parent, "targeted-resources")
+            if res is not None:
+                fetched.append(res)
+        await self.resources.flush()
+        if self.options.skip_entitlements_and_grants:
+            return
+        self.phase("entitlements")
+        for res in fetched:
+            if not self.skips(res, (_SKIP_ALL, _SKIP_ENTITLEMENTS)):
+                await self.list_entitlements(res.SerializeToString(deterministic=True))
+        await self.entitlements.flush()
+        if not self.options.skip_grants:
+            self.phase("grants")
+            for res in fetched:
+                if not self.skips(res, (_SKIP_ALL, _SKIP_GRANTS)):
+                    await self.list_grants(res.SerializeToString(deterministic=True))
+
+    async def get_resource(self, rid: ResourceId, parent: ResourceId | None, phase: str) -> Resource | None:
+        req = resource_pb2.ResourceGetterServiceGetResourceRequest(
+            resource_id=rid, active_sync_id=self.active_sync_id
+        )
+        if parent is not None:
+            req.parent_resource_id.CopyFrom(parent)
+        try:
+            resp = await self.call(self.client.get_resource, req, f"get {_rid(rid)}")
+        except _CallFailed as exc:
+            if exc.error.code == grpc.StatusCode.NOT_FOUND:
+                self.warn(f"{phase}: {_rid(rid)} not found: {exc.error.message}")
+                return None
+            raise SyncError(phase, _rid(rid), _describe(exc.error), code=exc.error.code) from None
+        res: Resource = resp.resource
+        if not res.id.resource_type:
+            self.warn(f"{phase}: GetResource for {_rid(rid)} returned no resource")
+            return None
+        await self.store_resources([res])
+        return res
+
+    # --- entitlements and grants --------------------------------------------------------------------
+
+    def skips(self, res: Resource, names: tuple[str, ...]) -> bool:
+        """Whether the resource or its type carries one of the skip annotations `names`."""
+        type_names = self.type_annotations.get(res.id.resource_type, set())
+        if any(n in type_names for n in names):
+            return True
+        present = _annotation_names(res.annotations)
+        return any(n in present for n in names)
+
+    async def static_entitlements(self) -> None:
+        self.phase("static-entitlements")
+        for type_id in self.types:
+            templates: list[entitlement_pb2.Entitlement] = []
+            what = f"list static entitlements of {type_id}"
+            token = ""
+            try:
+                while True:
+                    req = entitlement_pb2.EntitlementsServiceListStaticEntitlementsRequest(
+                        resource_type_id=type_id, page_token=token, active_sync_id=self.active_sync_id
+                    )
+                    resp = await self.call(self.client.list_static_entitlements, req, what)
+                    templates.extend(resp.list)
+                    token = self.next_token(resp, token, what)
+                    if not token:
+                        break
+            except _CallFailed as exc:
+                if exc.error.code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
+                    continue
+                raise SyncError(
+                    "static-entitlements", type_id, _describe(exc.error), code=exc.error.code
+                ) from None
+            self.actions_done += 1
+            if templates:
+                await self.synthesize_static(type_id, templates)
+
+    async def synthesize_static(self, type_id: str, templates: list[entitlement_pb2.Entitlement]) -> None:
+        """One entitlement per template and stored resource of the type (`<type>:<id>:<slug>`)."""
+        after = 0
+        while True:
+            page = await self.db.run(self.w.resource_page, after, RESOURCE_PAGE, type_id)
+            if not page:
+                return
+            batch = []
+            for row_id, data in page:
+                after = row_id
+                res = Resource.FromString(data)
+                if self.skips(res, (_SKIP_ALL, _SKIP_ENTITLEMENTS)):
+                    continue
+                for tpl in templates:
+                    ent = entitlement_pb2.Entitlement(
+                        id=f"{type_id}:{res.id.resource}:{tpl.slug}",
+                        display_name=tpl.display_name or res.display_name,
+                        description=tpl.description or res.description,
+                        grantable_to=tpl.grantable_to,
+                        annotations=tpl.annotations,
+                        purpose=tpl.purpose,
+                        slug=tpl.slug,
+                    )
+                    ent.resource.CopyFrom(res)
+                    batch.append(rows.entitlement_row(ent))
+            await self.entitlements.add(batch)
+
+    async def per_resource(
+        self,
+        phase: str,
+        handler: Callable[[bytes], Awaitable[None]],
+        skip_names: tuple[str, ...],
+    ) -> None:
+        """Run `handler` for every stored resource of this sync that the skip annotations do not exclude."""
+        self.phase(phase)
+        await self.resources.flush()
+        feed = _ResourceFeed(self.db, self.w)
+        # Types whose own annotations skip this phase: their resources are skipped without parsing.
+        skipped_types = {
+            t for t, names in self.type_annotations.items() if any(n in names for n in skip_names)
+        }
+
+        async def worker() -> None:
+            while (data := await feed.next()) is not None:
+                if skipped_types or _SKIP_MARK in data:
+                    res = Resource.FromString(data)
+                    if res.id.resource_type in skipped_types:
+                        continue
+                    if any(n in _annotation_names(res.annotations) for n in skip_names):
+                        continue
+                await handler(data)
+
+        await _run_tasks([worker() for _ in range(self.concurrency)])
+
+    async def list_entitlements(self, data: bytes) -> None:
+        """All pages of the entitlements of the resource serialized in `data` (parsed straight into the
+        request, which saves a copy per resource)."""
+        first = entitlement_pb2.EntitlementsServiceListEntitlementsRequest(active_sync_id=self.active_sync_id)
+        first.resource.MergeFromString(data)
+        where = _rid(first.resource.id)
+        req = first
+        try:
+            while True:
+                resp = await self.call(self.client.list_entitlements, req, where)
+                if resp.list:
+                    await self.entitlements.add([rows.entitlement_row(e) for e in resp.list])
+                token = self.next_token(resp, req.page_token, f"list entitlements of {where}")
+                if not token:
+                    break
+                req = entitlement_pb2.EntitlementsServiceListEntitlementsRequest()
+                req.CopyFrom(first)
+                req.page_token = token
+        except _CallFailed as exc:
+            if exc.error.code != grpc.StatusCode.NOT_FOUND:
+                raise SyncError("entitlements", where, _describe(exc.error), code=exc.error.code) from None
+            self.warn(f"entitlements of {where}: not found: {exc.error.message}")
+        self.actions_done += 1
+        self.check_warnings("entitlements")
+
+    async def list_grants(self, data: bytes) -> None:
+        """All pages of one resource's grants (see list_entitlements)."""
+        first = grant_pb2.GrantsServiceListGrantsRequest(active_sync_id=self.active_sync_id)
+        first.resource.MergeFromString(data)
+        where = _rid(first.resource.id)
+        req = first
+        try:
+            while True:
+                resp = await self.call(self.client.list_grants, req, where)
+                if resp.list:
+                    await self.store_grants(resp, where)
+                token = self.next_token(resp, req.page_token, f"list grants of {where}")
+                if not token:
+                    break
+                req = grant_pb2.GrantsServiceListGrantsRequest()
+                req.CopyFrom(first)
+                req.page_token = token
+        except _CallFailed as exc:
+            if exc.error.code != grpc.StatusCode.NOT_FOUND:
+                raise SyncError("grants", where, _describe(exc.error), code=exc.error.code) from None
+            self.warn(f"grants of {where}: not found: {exc.error.message}")
+        self.actions_done += 1
+        self.check_warnings("grants")
+
+    async def store_grants(self, resp: grant_pb2.GrantsServiceListGrantsResponse, where: str) -> None:
+        batch: rows.GrantRows = self.grants.buffer
+        before = len(batch.problems)
+        batch.add_response(resp)
+        if len(batch.problems) > before:
+            for g, problem in batch.problems[before:]:
+                self.report.dropped_records += 1
+                self.warn(f"grants of {where}: grant {g.id or '(no id)'} {problem}; dropped")
+            del batch.problems[before:]
+        await self.grants.maybe_submit()
+        insert_resources = bool(resp.annotations) and any(
+            a.type_url.endswith(_INSERT_RESOURCE_GRANTS) for a in resp.annotations
+        )
+        if insert_resources or self.partial:
+            await self.grant_resources(resp.list, insert_resources)
+
+    async def grant_resources(self, grants: Sequence[grant_pb2.Grant], insert: bool) -> None:
+        """InsertResourceGrants: store each grant's entitlement resource. Partial syncs: fetch the
+        entitlement resources that are not stored yet."""
+        seen: dict[tuple[str, str], Resource] = {}
+        for g in grants:
+            res = g.entitlement.resource
+            key = (res.id.resource_type, res.id.resource)
+            if key[0] and key not in seen:
+                seen[key] = res
+        if insert:
+            await self.store_resources(list(seen.values()))
+            return
+        await self.resources.flush()
+        for type_id, res_id in seen:
+            if not await self.db.run(self.w.resource_exists, type_id, res_id):
+                await self.get_resource(ResourceId(resource_type=type_id, resource=res_id), None, "grants")
+
+    # --- expansion ----------------------------------------------------------------------------------
+
+    async def expand(self) -> None:
+        self.phase("grant-expansion")
+        await self.db.run(self.w.ensure_indexes)
+        expander = Expander(
+            self.w.conn, self.w.sync_id, max_depth=self.options.max_expansion_depth, warn=self.report.warn
+        )
+        try:
+            if await self.db.run(expander.load):
+                while (layer := expander.next_layer()) is not None:
+                    for action in layer:
+                        cursor: tuple[str, str, int] | None = None
+                        while True:
+                            cursor = await self.db.run(expander.expand_page, action, cursor)
+                            if cursor is None:
+                                break
+        except ExpansionError as exc:
+            raise SyncError("grant-expansion", "", str(exc)) from None
+        self.report.grants_expanded = expander.stats.created
+        log.info(
+            "grant_expansion_done",
+            edges=expander.stats.edges,
+            cycles_collapsed=expander.stats.components_collapsed,
+            layers=expander.stats.layers,
+            created=expander.stats.created,
+            updated=expander.stats.updated,
+        )
+
+
+async def _as_coro(aw: Awaitable[None]) -> None:
+    await aw
+
+
+async def _run_tasks(coros: Sequence[Awaitable[None]]) -> None:
+    """Run coroutines together; the first failure cancels the rest and is re-raised as itself."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for c in coros:
+                tg.create_task(_as_coro(c))
+    except BaseExceptionGroup as group:
+        raise _first(group) from None
+
+
+async def _run_workers(
+    n: int, worker: Callable[[], Awaitable[None]], until: Callable[[], Awaitable[None]]
+) -> None:
+    """`n` copies of `worker` until `until()` completes (then they are cancelled); a failure propagates."""
+
+    async def supervisor(tasks: list[asyncio.Task[None]]) -> None:
+        await until()
+        for t in tasks:
+            t.cancel()
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks: list[asyncio.Task[None]] = [tg.create_task(_as_coro(worker())) for _ in range(n)]
+            tg.create_task(supervisor(tasks))
+    except BaseExceptionGroup as group:
+        raise _first(group) from None
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        if not isinstance(exc, asyncio.CancelledError):
+            return exc
+    return group.exceptions[0]
+
+
+# While a sync runs, the SQLite thread hands the GIL back and forth with the event loop for every
+# statement it executes; with CPython's default 5 ms switch interval it waits that long each time the
+# loop is busy with protobuf work. 1 ms keeps it fed (measured: ~10% faster grants phase at 1M grants).
+SWITCH_INTERVAL_S = 0.001
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+@contextlib.contextmanager
+def _responsive_gil() -> Iterator[None]:
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            if _switch_saved > SWITCH_INTERVAL_S:
+                sys.setswitchinterval(SWITCH_INTERVAL_S)
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
+
+
+async def run_sync(
+    client: ConnectorClient,
+    output: Path,
+    options: SyncOptions,
+    *,
+    temp_dir: Path | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    upstream_requests: Callable[[], int] | None = None,
+) -> SyncReport:
+    """Run one sync through `client` and write the c1z atomically at `output`.
+
+    Raises SyncError (one line naming phase, resource type and resource) or C1zError (file problems,
+    e.g. an existing output that is not a c1z). On any failure or cancellation nothing is left at
+    `output` that was not there before, and the temp files are gone. `on_phase` is called with each
+    phase name as it starts; `upstream_requests` (default: the in-process connector's
+    `upstream_request_count`) is sampled before and after for the report.
+    """
+    with _responsive_gil():
+        return await _run_sync(client, Path(output), options, temp_dir, on_phase, upstream_requests)
+
+
+async def _run_sync(
+    client: ConnectorClient,
+    output: Path,
+    options: SyncOptions,
+    temp_dir: Path | None,
+    on_phase: Callable[[str], None] | None,
+    upstream_requests: Callable[[], int] | None,
+) -> SyncReport:
+    started = time.monotonic()
+    report = SyncReport(output=str(output))
+    connector = getattr(client, "connector", None)
+    if upstream_requests is None and connector is not None and hasattr(connector, "upstream_request_count"):
+        upstream_requests = connector.upstream_request_count
+    upstream_start = upstream_requests() if upstream_requests is not None else 0
+    db = _Db()
+    cancel = threading.Event()
+    writer: C1zWriter | None = None
+    syncer: _Syncer | None = None
+    opening = db.submit(
+        lambda: C1zWriter(output, temp_dir=temp_dir, keep_sync_count=options.keep_sync_count, cancel=cancel)
+    )
+    try:
+        writer = await asyncio.wrap_future(opening)
+        syncer = _Syncer(client, db, writer, options, report, on_phase)
+        await syncer.run()
+        syncer.phase("save")
+        await db.run(_finish, writer, report)
+        report.c1z_bytes = await db.run(writer.commit)
+        syncer.phase("")
+    except BaseException as exc:
+        cancel.set()
+        if writer is None:
+            # Cancelled while an existing output was being decompressed: let the constructor finish (it
+            # stops early and removes its temp dir), and discard a writer it may still have produced.
+            await _wait_done(opening)
+            if not opening.cancelled() and opening.exception() is None:
+                writer = opening.result()
+        if writer is not None:
+            if syncer is not None:
+                await syncer.discard_all()
+            await _wait_done(db.submit(writer.abort))
+        db.close()
+        cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit)
+        if not cancelled:
+            log.warning("sync_failed", error=str(exc), sync_id=report.sync_id)
+            if syncer is not None and report.sync_id and not options.skip_full_sync:
+                await _cleanup_connector(client, syncer.active_sync_id, report)
+        if cancelled or isinstance(exc, SyncError | C1zError) or not isinstance(exc, Exception):
+            raise
+        phase = syncer.phase_name if syncer is not None and syncer.phase_name else "start"
+        raise SyncError(phase, "", f"{type(exc).__name__}: {exc}") from exc
+    db.close()
+    if not options.skip_full_sync:
+        await _cleanup_connector(client, syncer.active_sync_id, report)
+    report.duration_s = time.monotonic() - started
+    if upstream_requests is not None:
+        report.upstream_requests = max(0, upstream_requests() - upstream_start)
+    if connector is not None and hasattr(connector, "sync_counters"):
+        try:
+            report.connector_counters = {str(k): int(v) for k, v in connector.sync_counters().items()}
+        except Exception as exc:  # a counter bug must not fail a finished sync
+            log.warning("sync_counters_failed", error=str(exc))
+    log.info("sync_finished", **report.to_dict())
+    return report
+
+
+def _finish(w: C1zWriter, report: SyncReport) -> None:
+    """On the SQLite thread: final indexes, end the sync run, counts for the report, retention."""
+    w.ensure_indexes()
+    w.end_sync()
+    report.resources = w.resource_counts()
+    report.entitlements = w.count(schema.ENTITLEMENTS)
+    report.grants_direct = w.count(schema.GRANTS) - report.grants_expanded
+    removed = w.cleanup_old_syncs()
+    if removed:
+        log.info("sync_old_syncs_removed", count=removed)
+
+
+async def _cleanup_connector(client: ConnectorClient, active_sync_id: str, report: SyncReport) -> None:
+    """Connector Cleanup at the end of a sync; errors are logged only, as in the Go syncer."""
+    try:
+        await asyncio.wait_for(
+            client.cleanup(connector_pb2.ConnectorServiceCleanupRequest(active_sync_id=active_sync_id)),
+            CLEANUP_TIMEOUT_S,
+        )
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        err = _as_connector_error(exc)
+        log.warning("connector_cleanup_failed", error=_describe(err), sync_id=report.sync_id)

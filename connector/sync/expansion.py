@@ -1,0 +1,435 @@
+"""Grant expansion (nested groups), done in the SQLite store.
+
+A grant G of entitlement D to principal P carrying `GrantExpandable{entitlement_ids: [S...]}` (stored in
+`v1_grants.expansion`) means: every principal holding S also holds D. S must be an entitlement *of* P.
+`shallow` limits inheritance to principals holding S directly; `resource_type_ids` limits which principal
+types inherit.
+
+Only the graph of entitlements lives in memory (one edge per expandable grant); grants are read and
+written in pages through the `(entitlement_id, principal_resource_type_id, principal_resource_id)` index,
+so expanding millions of grants needs no more memory than expanding a thousand.
+
+Algorithm (as the Go syncer, v0.7.27 semantics plus the [HEAD] merged-edge rules):
+1. Load edges S -> D from the grants that need expansion; an unknown S is skipped, an S whose resource is
+   not the grant's principal fails the sync.
+2. Collapse strongly connected components (cycles, self-loops included) into single nodes; edges inside a
+   component are dropped, merged edges are shallow only if all inputs were, unfiltered if any input was.
+3. Expand in topological layers: a node's out-edges run once everything flowing into it is done. More
+   than `max_depth` layers fails the sync. For each edge and each source grant g (skipped under shallow
+   unless g is direct), P = g.principal gets D: a new grant `<D>:<P>` with sources {S: {is_direct}} and a
+   GrantImmutable annotation, or the sources of its existing grant(s) of D are extended.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from connector.c1z import schema
+from connector.c1z.timefmt import format_timestamp
+from connector.pb.c1.connector.v2 import annotation_grant_pb2, entitlement_pb2, grant_pb2
+from connector.sdk import model
+
+DEFAULT_MAX_DEPTH = 20
+PAGE = 10_000
+
+
+class ExpansionError(Exception):
+    """Expansion cannot proceed; the message names the offending grant or the depth limit."""
+
+
+@dataclass
+class Edge:
+    shallow: bool
+    # None = every principal type inherits; otherwise only these types.
+    resource_type_ids: frozenset[str] | None
+
+
+@dataclass
+class Action:
+    """Expand one (source entitlement -> destination entitlement) pair."""
+
+    source: str
+    destination: str
+    shallow: bool
+    resource_type_ids: tuple[str, ...]  # empty = all principal types
+
+
+@dataclass
+class ExpansionStats:
+    edges: int = 0
+    components_collapsed: int = 0
+    layers: int = 0
+    created: int = 0
+    updated: int = 0
+
+
+@dataclass
+class _Component:
+    entitlement_ids: list[str]
+    out: dict[int, Edge] = field(default_factory=dict)
+    indegree: int = 0
+
+
+def _merge(edges: list[Edge]) -> Edge:
+    shallow = all(e.shallow for e in edges)
+    if any(e.resource_type_ids is None for e in edges):
+        return Edge(shallow, None)
+    types: set[str] = set()
+    for e in edges:
+        assert e.resource_type_ids is not None
+        types |= e.resource_type_ids
+    return Edge(shallow, frozenset(types))
+
+
+class Expander:
+    """Runs on the store's thread. Call `load()`, then `next_layer()` until it returns None, running
+    `expand_page(action, cursor)` for each action until it returns None."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        sync_id: str,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        page_size: int = PAGE,
+        warn: Callable[[str], None] | None = None,
+    ) -> None:
+        self.conn = conn
+        self.sync_id = sync_id
+        self.max_depth = max_depth
+        self.page_size = page_size
+        self.warn = warn or (lambda _m: None)
+        self.stats = ExpansionStats()
+        self._edges: dict[tuple[str, str], Edge] = {}
+        # Fallback entitlement objects for destinations not listed as entitlements (taken from the
+        # expandable grant itself, which always embeds {id, resource}).
+        self._fallback_entitlements: dict[str, bytes] = {}
+        self._components: list[_Component] = []
+        self._ready: list[int] = []
+        self._depth = 0
+        self._entitlement_cache: dict[str, entitlement_pb2.Entitlement] = {}
+        immutable = model.pack(annotation_grant_pb2.GrantImmutable())
+        self._immutable_any = immutable
+
+    # --- graph ---------------------------------------------------------------------------------------
+
+    def load(self) -> int:
+        """Read expandable grants and build the graph. Returns the number of edges."""
+        last = 0
+        while True:
+            rows = self.conn.execute(
+                f"select id, external_id, entitlement_id, principal_resource_type_id, "
+                f"principal_resource_id, expansion, data from {schema.GRANTS} "
+                "where sync_id = ? and expansion is not null and needs_expansion = 1 and id > ? "
+                "order by id limit ?",
+                (self.sync_id, last, self.page_size),
+            ).fetchall()
+            if not rows:
+                break
+            for row_id, grant_id, dest, ptype, pid, expansion, data in rows:
+                last = row_id
+                exp = annotation_grant_pb2.GrantExpandable()
+                exp.ParseFromString(bytes(expansion))
+                for source in exp.entitlement_ids:
+                    if not source.strip():
+                        continue
+                    self._add_edge(str(grant_id), str(dest), str(ptype), str(pid), source, exp, bytes(data))
+        self.stats.edges = len(self._edges)
+        self._build_components()
+        return len(self._edges)
+
+    def _add_edge(
+        self,
+        grant_id: str,
+        dest: str,
+        ptype: str,
+        pid: str,
+        source: str,
+        exp: annotation_grant_pb2.GrantExpandable,
+        grant_data: bytes,
+    ) -> None:
+        ent = self._entitlement(source)
+        if ent is None:
+            self.warn(
+                f"grant {grant_id}: expandable source entitlement {source} does not exist; edge skipped"
+            )
+            return
+        rid = ent.resource.id
+        if rid.resource_type != ptype or rid.resource != pid:
+            raise ExpansionError(
+                f"grant {grant_id} is expandable from entitlement {source}, which belongs to "
+                f"{rid.resource_type}:{rid.resource}, not to the grant's principal {ptype}:{pid}"
+            )
+        key = (source, dest)
+        if key in self._edges:
+            self.warn(f"duplicate expansion edge {source} -> {dest} (grant {grant_id}); ignored")
+            return
+        types = frozenset(t for t in exp.resource_type_ids if t) or None
+        self._edges[key] = Edge(exp.shallow, types)
+        if dest not in self._fallback_entitlements and self._stored_entitlement_data(dest) is None:
+            g = grant_pb2.Grant()
+            g.ParseFromString(grant_data)
+            self._fallback_entitlements[dest] = g.entitlement.SerializeToString(deterministic=True)
+
+    def _stored_entitlement_data(self, entitlement_id: str) -> bytes | None:
+        row = self.conn.execute(
+            f"select data from {schema.ENTITLEMENTS} where external_id = ? and sync_id = ?",
+            (entitlement_id, self.sync_id),
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    def _entitlement(self, entitlement_id: str) -> entitlement_pb2.Entitlement | None:
+        cached = self._entitlement_cache.get(entitlement_id)
+        if cached is not None:
+            return cached
+        data = self._stored_entitlement_data(entitlement_id)
+        if data is None:
+            data = self._fallback_entitlements.get(entitlement_id)
+        if data is None:
+            return None
+        ent = entitlement_pb2.Entitlement()
+        ent.ParseFromString(data)
+        if len(self._entitlement_cache) > 4096:
+            self._entitlement_cache.clear()
+        self._entitlement_cache[entitlement_id] = ent
+        return ent
+
+    def _build_components(self) -> None:
+        nodes: dict[str, int] = {}
+        names: list[str] = []
+        for pair in self._edges:
+            for eid in pair:
+                if eid not in nodes:
+                    nodes[eid] = len(names)
+                    names.append(eid)
+        adjacency: list[list[int]] = [[] for _ in names]
+        for src, dst in self._edges:
+            adjacency[nodes[src]].append(nodes[dst])
+        comp_of = _tarjan(adjacency)
+        count = max(comp_of, default=-1) + 1
+        members: list[list[str]] = [[] for _ in range(count)]
+        for idx, comp in enumerate(comp_of):
+            members[comp].append(names[idx])
+        self._components = [_Component(sorted(m)) for m in members]
+        self_loops = {comp_of[nodes[src]] for src, dst in self._edges if src == dst}
+        self.stats.components_collapsed = sum(
+            1 for i, m in enumerate(members) if len(m) > 1 or i in self_loops
+        )
+        grouped: dict[tuple[int, int], list[Edge]] = {}
+        for (src, dst), edge in self._edges.items():
+            a, b = comp_of[nodes[src]], comp_of[nodes[dst]]
+            if a == b:
+                continue  # inside a cycle (or a self-loop): dropped, as in the Go syncer
+            grouped.setdefault((a, b), []).append(edge)
+        for (a, b), edges in grouped.items():
+            self._components[a].out[b] = _merge(edges)
+            self._components[b].indegree += 1
+        self._ready = [i for i, c in enumerate(self._components) if c.indegree == 0 and c.out]
+
+    # --- layers --------------------------------------------------------------------------------------
+
+    def next_layer(self) -> list[Action] | None:
+        """The actions of the next layer, or None when everything is expanded."""
+        if not self._ready:
+            return None
+        if self._depth > self.max_depth:
+            raise ExpansionError(
+                f"grant expansion exceeded the maximum depth of {self.max_depth} "
+                "(entitlements nested more deeply than that)"
+            )
+        self._depth += 1
+        self.stats.layers = self._depth
+        layer, self._ready = self._ready, []
+        actions: list[Action] = []
+        for comp_idx in layer:
+            comp = self._components[comp_idx]
+            for dest_idx, edge in sorted(comp.out.items()):
+                dest = self._components[dest_idx]
+                types = tuple(sorted(edge.resource_type_ids)) if edge.resource_type_ids is not None else ()
+                for s in comp.entitlement_ids:
+                    for d in dest.entitlement_ids:
+                        actions.append(Action(s, d, edge.shallow, types))
+                dest.indegree -= 1
+                if dest.indegree == 0 and dest.out:
+                    self._ready.append(dest_idx)
+        return actions
+
+    # --- one page of one action ---------------------------------------------------------------------
+
+    def expand_page(self, action: Action, cursor: tuple[str, str, int] | None) -> tuple[str, str, int] | None:
+        """Propagate one page of the source entitlement's grants. Returns the next cursor or None."""
+        query = (
+            f"select id, principal_resource_type_id, principal_resource_id, data from {schema.GRANTS} "
+            "where entitlement_id = ? and sync_id = ?"
+        )
+        args: list[object] = [action.source, self.sync_id]
+        if action.resource_type_ids:
+            query += f" and principal_resource_type_id in ({', '.join('?' * len(action.resource_type_ids))})"
+            args += list(action.resource_type_ids)
+        if cursor is not None:
+            query += " and (principal_resource_type_id, principal_resource_id, id) > (?, ?, ?)"
+            args += list(cursor)
+        query += " order by principal_resource_type_id, principal_resource_id, id limit ?"
+        args.append(self.page_size)
+        rows = self.conn.execute(query, args).fetchall()
+        if not rows:
+            return None
+        dest = self._entitlement(action.destination)
+        if dest is None:
+            self.warn(f"expansion destination entitlement {action.destination} not found; edge skipped")
+            return None
+        ts = format_timestamp()
+        inserts: dict[tuple[str, str], grant_pb2.Grant] = {}
+        updates: dict[int, grant_pb2.Grant] = {}
+        source = action.source
+        for _row_id, ptype, pid, data in rows:
+            g = grant_pb2.Grant()
+            g.ParseFromString(bytes(data))
+            sources = g.sources.sources
+            direct = len(sources) == 0 or source in sources
+            if action.shallow and not direct:
+                continue
+            key = (str(ptype), str(pid))
+            pending = inserts.get(key)
+            if pending is not None:
+                if source not in pending.sources.sources:
+                    pending.sources.sources[source].is_direct = direct
+                continue
+            existing = self._existing(action.destination, key, updates)
+            if not existing:
+                new = grant_pb2.Grant(id=f"{dest.id}:{ptype}:{pid}")
+                new.entitlement.CopyFrom(dest)
+                new.principal.CopyFrom(g.principal)
+                new.sources.sources[source].is_direct = direct
+                new.annotations.append(self._immutable_any)
+                inserts[key] = new
+                continue
+            for row_id, d in existing:
+                changed = False
+                dsrc = d.sources.sources
+                if len(dsrc) == 0:
+                    dsrc[action.destination].is_direct = True
+                    changed = True
+                if source not in dsrc:
+                    dsrc[source].is_direct = direct
+                    changed = True
+                if changed:
+                    updates[row_id] = d
+        self._write(inserts, updates, ts)
+        last = rows[-1]
+        return (str(last[1]), str(last[2]), int(last[0]))
+
+    def _existing(
+        self, entitlement_id: str, principal: tuple[str, str], updates: dict[int, grant_pb2.Grant]
+    ) -> list[tuple[int, grant_pb2.Grant]]:
+        out: list[tuple[int, grant_pb2.Grant]] = []
+        for row_id, data in self.conn.execute(
+            f"select id, data from {schema.GRANTS} where entitlement_id = ? "
+            "and principal_resource_type_id = ? and principal_resource_id = ? and sync_id = ?",
+            (entitlement_id, principal[0], principal[1], self.sync_id),
+        ):
+            pending = updates.get(int(row_id))
+            if pending is None:
+                pending = grant_pb2.Grant()
+                pending.ParseFromString(bytes(data))
+            out.append((int(row_id), pending))
+        return out
+
+    def _write(
+        self, inserts: dict[tuple[str, str], grant_pb2.Grant], updates: dict[int, grant_pb2.Grant], ts: str
+    ) -> None:
+        if not inserts and not updates:
+            return
+        new_rows: list[tuple[str, str, str, str, str, str, None, int, bytes, str, str]] = []
+        for g in inserts.values():
+            rid = g.entitlement.resource.id
+            pid = g.principal.id
+            new_rows.append(
+                (
+                    rid.resource_type,
+                    rid.resource,
+                    g.entitlement.id,
+                    pid.resource_type,
+                    pid.resource,
+                    g.id,
+                    None,
+                    0,
+                    g.SerializeToString(deterministic=True),
+                    self.sync_id,
+                    ts,
+                )
+            )
+        conn = self.conn
+        conn.execute("begin")
+        try:
+            if new_rows:
+                # "Preserve expansion": a derived grant never overwrites a stored grant's expansion state.
+                conn.executemany(
+                    f"insert into {schema.GRANTS} (resource_type_id, resource_id, entitlement_id, "
+                    "principal_resource_type_id, principal_resource_id, external_id, expansion, "
+                    "needs_expansion, data, sync_id, discovered_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                    "on conflict (external_id, sync_id) do update set data = excluded.data",
+                    new_rows,
+                )
+            if updates:
+                conn.executemany(
+                    f"update {schema.GRANTS} set data = ? where id = ?",
+                    [(g.SerializeToString(deterministic=True), row_id) for row_id, g in updates.items()],
+                )
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        conn.execute("commit")
+        self.stats.created += len(new_rows)
+        self.stats.updated += len(updates)
+
+
+def _tarjan(adjacency: list[list[int]]) -> list[int]:
+    """Strongly connected components (iterative Tarjan). Returns the component index of each node."""
+    n = len(adjacency)
+    index = [-1] * n
+    low = [0] * n
+    on_stack = [False] * n
+    comp = [-1] * n
+    stack: list[int] = []
+    counter = 0
+    comp_count = 0
+    for root in range(n):
+        if index[root] != -1:
+            continue
+        work: list[tuple[int, int]] = [(root, 0)]
+        while work:
+            v, i = work.pop()
+            if i == 0:
+                index[v] = low[v] = counter
+                counter += 1
+                stack.append(v)
+                on_stack[v] = True
+            recurse = False
+            edges = adjacency[v]
+            while i < len(edges):
+                w = edges[i]
+                i += 1
+                if index[w] == -1:
+                    work.append((v, i))
+                    work.append((w, 0))
+                    recurse = True
+                    break
+                if on_stack[w]:
+                    low[v] = min(low[v], index[w])
+            if recurse:
+                continue
+            if low[v] == index[v]:
+                while True:
+                    w = stack.pop()
+                    on_stack[w] = False
+                    comp[w] = comp_count
+                    if w == v:
+                        break
+                comp_count += 1
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[v])
+    return comp
