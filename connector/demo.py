@@ -47,6 +47,7 @@ class Scenario:
     revoke: grant_pb2.Grant | None = None
     create_account: resource_pb2.AccountInfo | None = None
     notes: list[str] = field(default_factory=list)
+    app_name: str = "baton-toy"  # in the Hello build info and the user agent
 
 
 ScenarioFactory = Callable[[Path], contextlib.AbstractAsyncContextManager[Scenario | None]]
@@ -125,6 +126,7 @@ async def confluence_scenario(workdir: Path) -> AsyncIterator[Scenario | None]:
             grant=(ent, principal),
             revoke=revoke,
             create_account=account,
+            app_name=spec.name,
             notes=[
                 f"grant:  add {newcomer.username!r} to group {group.name!r}",
                 f"revoke: remove {member!r} from group {group.name!r}",
@@ -170,6 +172,7 @@ async def atlassian_scenario(workdir: Path) -> AsyncIterator[Scenario | None]:
             build=spec.build,
             grant=(ent, principal),
             revoke=revoke,
+            app_name=spec.name,
             notes=[
                 f"grant:  add {newcomer.name!r} to group {group.name!r}",
                 f"revoke: remove account {member} from group {group.name!r}",
@@ -246,7 +249,14 @@ async def _run_scenario(scenario: Scenario, workdir: Path) -> bool:
             scheduler=options.scheduler, tasks=options.tasks, install_signal_handlers=False
         )
         daemon = asyncio.create_task(
-            run_daemon(lambda: scenario.build(settings), settings, options=options, env=env, stop=stop)
+            run_daemon(
+                lambda: scenario.build(settings),
+                settings,
+                options=options,
+                env=env,
+                stop=stop,
+                app_name=scenario.app_name,
+            )
         )
         _line("tenant", f"https://{tenant.address}  client {tenant.client_id}")
         hello = await tenant.wait_hello(within=TASK_TIMEOUT)

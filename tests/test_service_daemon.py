@@ -1,27 +1,20 @@
-"""The service-mode daemon end to end, in process, against the sandbox tenant over real TLS: every task type,
-every FinishTask shape, uploads, heartbeats, backoffs, rotation and shutdown."""
+"""The service-mode daemon end to end, in process, against the sandbox tenant over real TLS: task types,
+uploads, heartbeat cancellation, rotation and shutdown. (Schedules and backoffs: test_service_schedule.py;
+exact FinishTask payloads and sync options: test_service_payloads.py.)"""
 
 from __future__ import annotations
 
 import asyncio
-import io
-import itertools
 import json
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import grpc
-import pytest
+import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from connector.ops.health import DaemonHealth
-from connector.ops.metrics import Metrics
-from connector.ops.settings import BatonSettings, parse_settings
 from connector.pb.c1.connector.v2 import (
     annotation_grant_pb2,
     annotation_ratelimit_pb2,
@@ -30,139 +23,22 @@ from connector.pb.c1.connector.v2 import (
     resource_pb2,
 )
 from connector.pb.c1.connectorapi.baton.v1 import baton_pb2
-from connector.sandbox.tenant import FinishRecord, TenantHandle, start_tenant
+from connector.sandbox.tenant import start_tenant
 from connector.sdk import model
 from connector.sdk.crypto import decrypt_encrypted_data, encrypt_password_for, parse_client_secret, public_jwk
 from connector.sdk.errors import ConnectorError
 from connector.service.credentials import CredentialSource, TokenSource, make_ssl_context
-from connector.service.daemon import DaemonOptions, run_daemon
 from connector.service.tenant import TenantClient, TenantEndpoint, root_certificates
-from connector.service.testing_app import (
-    ToyConnector,
-    ToyState,
-    fast_options,
-    group_res,
-    rate_limited,
-    user_res,
-)
+from connector.service.testing_app import ToyState, group_res, rate_limited, user_res
 from connector.service.upload import upload_file
+from tests import service_support
+from tests.service_support import Starter, TenantMaker, code_of, eventually, member_ent, metric
+
+new_tenant = service_support.new_tenant  # fixtures
+start = service_support.start
 
 Task = baton_pb2.Task
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
-
-
-def code_of(rec: FinishRecord) -> str:
-    return next(c.name for c in grpc.StatusCode if c.value[0] == rec.status_code)
-
-
-def metric(metrics: Metrics, sample: str, **labels: str) -> float:
-    return metrics.registry.get_sample_value(sample, labels) or 0.0
-
-
-async def eventually(predicate: Callable[[], Any], within: float = 5.0) -> Any:
-    """Poll daemon-side state (health, metrics), which does not wake the tenant's waiters."""
-    deadline = time.monotonic() + within
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.01)
-    return value
-
-
-def member_ent(gid: str) -> Any:
-    return model.assignment_entitlement(group_res(gid), "member")
-
-
-@dataclass
-class Run:
-    tenant: TenantHandle
-    state: ToyState
-    metrics: Metrics
-    health: DaemonHealth
-    stop: asyncio.Event
-    task: asyncio.Task[int]
-    stderr: io.StringIO
-    env: dict[str, str]
-
-    async def stopped(self, within: float = 5.0) -> int:
-        self.stop.set()
-        return await asyncio.wait_for(self.task, within)
-
-
-Starter = Callable[..., Awaitable[Run]]
-TenantMaker = Callable[..., Awaitable[TenantHandle]]
-
-
-@pytest.fixture
-async def new_tenant(tmp_path: Path) -> AsyncIterator[TenantMaker]:
-    """Tenants outlive the daemons (this fixture is torn down after `start`'s)."""
-    tenants: list[TenantHandle] = []
-
-    async def _new(**kwargs: Any) -> TenantHandle:
-        kwargs = {"next_poll": 0.05, "next_heartbeat": 0.1, **kwargs}
-        handle = await start_tenant(data_dir=tmp_path / f"tenant{len(tenants)}", **kwargs)
-        tenants.append(handle)
-        return handle
-
-    yield _new
-    for t in tenants:
-        await t.close()
-
-
-@pytest.fixture
-async def start(tmp_path: Path, new_tenant: TenantMaker) -> AsyncIterator[Starter]:
-    runs: list[Run] = []
-
-    async def _start(
-        *,
-        env: dict[str, str] | None = None,
-        state: ToyState | None = None,
-        options: DaemonOptions | None = None,
-        tenant: TenantHandle | None = None,
-        wait_hello: bool = True,
-        **tenant_kwargs: Any,
-    ) -> Run:
-        if tenant is None:
-            tenant = await new_tenant(**tenant_kwargs)
-        full_env = {
-            **tenant.env(),
-            "BATON_PROVISIONING": "true",
-            "BATON_HOST_ID": "test-host",
-            "BATON_C1Z_TEMP_DIR": str(tmp_path),
-            **(env or {}),
-        }
-        full_env = {k: v for k, v in full_env.items() if v != ""}
-        settings = parse_settings(BatonSettings, [], env=full_env)
-        st = state or ToyState()
-        metrics, health = Metrics("toy"), DaemonHealth()
-        stop, err = asyncio.Event(), io.StringIO()
-        task = asyncio.create_task(
-            run_daemon(
-                lambda: ToyConnector(st),
-                settings,
-                metrics=metrics,
-                health=health,
-                options=options or fast_options(),
-                env=full_env,
-                stderr=err,
-                stop=stop,
-                app_name="baton-toy",
-            )
-        )
-        run = Run(tenant, st, metrics, health, stop, task, err, full_env)
-        runs.append(run)
-        if wait_hello:
-            await tenant.wait_hello(within=5)
-        return run
-
-    yield _start
-    for run in runs:
-        run.stop.set()
-        if not run.task.done():
-            try:
-                await asyncio.wait_for(run.task, 5)
-            except (TimeoutError, asyncio.CancelledError):
-                run.task.cancel()
 
 
 # ---------------------------------------------------------------------------------------------- hello
@@ -182,9 +58,14 @@ async def test_bootstrap_hello_describes_host_build_and_connector(start: Starter
     assert connector_pb2.Capability.CAPABILITY_PROVISION in caps["group"]
     assert connector_pb2.Capability.CAPABILITY_ACCOUNT_PROVISIONING in caps["user"]
     client_name = run.tenant.client_id.split("@")[0]
-    assert hello.user_agent.startswith(f"{client_name} baton-connectors/")
+    # The user agent names the C1 client, the connector and our version.
+    assert hello.user_agent.startswith(f"{client_name} baton-toy/{hello.build_info.package_version} ")
     assert await eventually(lambda: run.health.hello_done)
+    await run.tenant.wait_for(lambda: len(run.tenant.tenant.polls) >= 5)
     assert await run.stopped() == 0
+    # One long-lived channel for Hello and every poll (the Go client dials one per RPC), one token.
+    assert run.tenant.connections["grpc"] == 1
+    assert [r.ok for r in run.tenant.tenant.token_requests] == [True]
 
 
 async def test_hello_task_is_answered_by_hello_without_finish(start: Starter) -> None:
@@ -295,26 +176,13 @@ async def test_upload_failing_three_times_finishes_retryable_and_uploads_nothing
 
 
 async def test_heartbeat_cancellation_stops_the_sync_without_upload(start: Starter) -> None:
-    run = await start(state=ToyState(list_delay=0.4))
+    run = await start(state=ToyState(gate=asyncio.Event()))  # the listing waits until cancelled
     tid = run.tenant.enqueue_sync()
     await run.tenant.wait_for(lambda: run.tenant.tenant.tasks[tid].heartbeats)
     await run.tenant.tenant.cancel_task(tid)
     rec = await run.tenant.wait_finished(tid)
     assert (rec.outcome, code_of(rec), rec.non_retryable) == ("error", "CANCELLED", False)
     assert "sync cancelled during" in rec.status_message and "tenant cancelled" in rec.status_message
-    assert run.tenant.uploads == []
-
-
-async def test_nine_failed_heartbeats_cancel_the_sync(start: Starter) -> None:
-    run = await start(state=ToyState(list_delay=1.5), next_heartbeat=0.05)
-    tid = run.tenant.enqueue_sync()
-    await run.tenant.wait_for(lambda: run.tenant.tenant.tasks[tid].heartbeats)
-    run.tenant.tenant.fail_heartbeats(100)
-    rec = await run.tenant.wait_finished(tid)
-    assert code_of(rec) == "CANCELLED" and not rec.non_retryable
-    assert "task failed heartbeat (9 consecutive failures)" in rec.status_message
-    beats = [t for t, _ in run.tenant.tenant.heartbeat_log if t == tid]
-    assert len(beats) == 1 + 9
     assert run.tenant.uploads == []
 
 
@@ -444,6 +312,8 @@ async def test_delete_create_rotate_and_unknown_task_types(start: Starter) -> No
     rotated = run.tenant.enqueue_rotate_credentials(model.resource_id("user", "alice"))
     feed = run.tenant.enqueue(Task(event_feed=Task.EventFeedTask()))
     compact = run.tenant.enqueue(Task(compact_syncs=Task.CompactSyncs()))
+    diff = run.tenant.enqueue(Task(create_sync_diff=Task.CreateSyncDiffTask()))
+    typeless = run.tenant.enqueue(Task())  # a task type this daemon's protos do not know
     rec = await run.tenant.wait_finished(deleted)
     assert rec.outcome == "success" and isinstance(rec.response, resource_pb2.DeleteResourceResponse)
     assert "bob" not in run.state.users
@@ -451,7 +321,7 @@ async def test_delete_create_rotate_and_unknown_task_types(start: Starter) -> No
         rec = await run.tenant.wait_finished(tid)
         assert (code_of(rec), rec.non_retryable) == ("UNIMPLEMENTED", True)
         assert what in rec.status_message
-    for tid in (feed, compact):
+    for tid in (feed, compact, diff, typeless):
         rec = await run.tenant.wait_finished(tid)
         assert (code_of(rec), rec.status_message, rec.non_retryable) == (
             "UNKNOWN",
@@ -469,119 +339,6 @@ async def test_finish_task_is_retried_through_a_network_blip(start: Starter) -> 
     codes = [r.code for r in run.tenant.tenant.rpcs if r.method == "FinishTask"]
     assert codes == ["UNAVAILABLE"] * 3 + ["OK"]
     assert metric(run.metrics, "baton_finish_task_retries_total") == 3
-
-
-# ---------------------------------------------------------------------------------------------- loop
-
-
-def gaps(times: list[float]) -> list[float]:
-    return [b - a for a, b in itertools.pairwise(times)]
-
-
-async def test_hello_backs_off_doubling_then_succeeds(start: Starter, new_tenant: TenantMaker) -> None:
-    opts = fast_options()
-    opts = replace(opts, scheduler=replace(opts.scheduler, hello_backoff_initial=0.1, hello_backoff_max=0.3))
-    tenant = await new_tenant(next_poll=0.05)
-    tenant.fail_rpc("Hello", times=4)
-    run = await start(tenant=tenant, options=opts, wait_hello=False)
-    await asyncio.sleep(0.05)
-    assert not run.health.ready
-    await tenant.wait_hello(within=5)
-    stamps = [r.at for r in tenant.tenant.rpcs if r.method == "Hello"]
-    assert len(stamps) == 5
-    expected = [0.1, 0.2, 0.3, 0.3]
-    for got, want in zip(gaps(stamps), expected, strict=True):
-        assert want * 0.9 <= got <= want + 0.2, (gaps(stamps), expected)
-    await eventually(lambda: run.health.ready)
-    assert await run.stopped() == 0
-
-
-@pytest.mark.parametrize(
-    ("code", "exit_code"),
-    [(grpc.StatusCode.PERMISSION_DENIED, 7), (grpc.StatusCode.FAILED_PRECONDITION, 9)],
-)
-async def test_fatal_hello_codes_stop_with_that_exit_code(
-    start: Starter, new_tenant: TenantMaker, code: grpc.StatusCode, exit_code: int
-) -> None:
-    tenant = await new_tenant()
-    tenant.fail_rpc("Hello", times=None, code=code, message="connector is disabled")
-    run = await start(tenant=tenant, wait_hello=False)
-    assert await asyncio.wait_for(run.task, 5) == exit_code
-    line = run.stderr.getvalue()
-    assert line.count("\n") == 1 and code.name in line and "connector is disabled" in line
-
-
-async def test_refused_credentials_at_start_exit_16_with_one_line(
-    start: Starter, new_tenant: TenantMaker
-) -> None:
-    tenant = await new_tenant()
-    old_secret = tenant.client_secret
-    tenant.rotate_secret()  # the daemon still holds the old, now unknown, secret
-    run = await start(tenant=tenant, wait_hello=False, env={"BATON_CLIENT_SECRET": old_secret})
-    assert await asyncio.wait_for(run.task, 5) == 16
-    out = run.stderr.getvalue()
-    assert out.count("\n") == 1 and "UNAUTHENTICATED" in out and "401" in out
-    assert old_secret not in out and old_secret.rsplit(":", 1)[1][:20] not in out
-    # Refused once, credentials re-read once (nothing changed), refused again: then fatal.
-    assert [r.ok for r in tenant.tenant.token_requests] == [False, False]
-
-
-async def test_unreachable_tenant_is_retried_and_reported_not_ready(
-    start: Starter, new_tenant: TenantMaker
-) -> None:
-    tenant = await new_tenant()
-    await tenant.close()
-    run = await start(tenant=tenant, wait_hello=False)
-    await asyncio.sleep(0.6)
-    assert not run.task.done()  # the Go daemon would have exited
-    assert not run.health.ready and run.health.not_ready_reason() == "bootstrap hello not done"
-    assert "UNAVAILABLE" in run.health.details().get("tenant_error", "")
-    assert await run.stopped() == 0
-
-
-async def test_poll_errors_back_off_quadratically(start: Starter) -> None:
-    opts = fast_options()
-    opts = replace(opts, scheduler=replace(opts.scheduler, error_backoff_unit=0.04, error_backoff_max=1.0))
-    run = await start(options=opts)
-    run.tenant.fail_rpc("GetTask", times=3)
-    await run.tenant.wait_for(
-        lambda: (
-            [r for r in run.tenant.tenant.rpcs if r.method == "GetTask"][3:]
-            and [r.code for r in run.tenant.tenant.rpcs if r.method == "GetTask"].count("OK") >= 2
-        )
-    )
-    records = [r for r in run.tenant.tenant.rpcs if r.method == "GetTask"]
-    first_fail = next(i for i, r in enumerate(records) if r.code == "UNAVAILABLE")
-    stamps = [r.at for r in records[first_fail : first_fail + 4]]
-    assert [r.code for r in records[first_fail : first_fail + 4]] == ["UNAVAILABLE"] * 3 + ["OK"]
-    for got, want in zip(gaps(stamps), [0.04, 0.16, 0.36], strict=True):
-        assert want * 0.9 <= got <= want + 0.15, gaps(stamps)
-
-
-async def test_next_poll_is_honoured_with_a_floor_and_a_cap(start: Starter) -> None:
-    opts = fast_options()
-    opts = replace(opts, scheduler=replace(opts.scheduler, poll_min=0.2, poll_max=0.4))
-    run = await start(options=opts, next_poll=0.0)  # a tenant that says "poll again at once"
-    await asyncio.sleep(1.0)
-    polls = len(run.tenant.tenant.polls)
-    assert 4 <= polls <= 7, polls  # 1 s / 0.2 s floor, not a spin
-    run.tenant.tenant.next_poll = 1000.0
-    await asyncio.sleep(0.2)
-    mark = len(run.tenant.tenant.polls)
-    await asyncio.sleep(1.0)
-    assert 2 <= len(run.tenant.tenant.polls) - mark <= 3  # capped at 0.4 s
-
-
-async def test_a_slot_is_taken_before_polling(start: Starter) -> None:
-    run = await start(env={"BATON_TASK_CONCURRENCY": "1"}, state=ToyState(grant_delay=0.5))
-    first = run.tenant.enqueue_grant(member_ent("eng"), user_res("dave", "Dave"))
-    second = run.tenant.enqueue_grant(member_ent("ops"), user_res("dave", "Dave"))
-    await run.tenant.wait_for(lambda: run.tenant.tenant.tasks[first].state == "running")
-    polls_at_start = len(run.tenant.tenant.polls)
-    await asyncio.sleep(0.3)
-    assert len(run.tenant.tenant.polls) == polls_at_start  # no poll while the only slot is busy
-    assert run.tenant.tenant.tasks[second].state == "pending"
-    await run.tenant.wait_finished(second, within=5)
 
 
 # ---------------------------------------------------------------------------------------------- rotation
@@ -604,8 +361,9 @@ async def test_rotating_the_secret_file_mid_run_keeps_tasks_working(
     new_secret = tenant.rotate_secret(revoke_tokens=True)
     tmp = tmp_path / "secret.new"
     tmp.write_text(new_secret + "\n")
-    os.replace(tmp, secret_file)
-    rec = await tenant.wait_finished(slow)
+    with structlog.testing.capture_logs() as logs:
+        os.replace(tmp, secret_file)
+        rec = await tenant.wait_finished(slow)
     assert rec.outcome == "success"  # the running task was not disturbed
     new_key = tenant.tenant.token_requests[-1].secret
     assert new_key is not None and new_key is not old_key and new_key.secret == new_secret
@@ -617,19 +375,66 @@ async def test_rotating_the_secret_file_mid_run_keeps_tasks_working(
     assert (await tenant.wait_finished(tid)).outcome == "success"
     assert run.state.created[-1][1].password == "S3cret-pass!"
     assert metric(run.metrics, "baton_credential_reloads_total", name="client_secret") == 1
+    # The reload is logged, naming what changed and never a value.
+    (event,) = [e for e in logs if e["event"] == "credentials_reloaded"]
+    assert event["changed"] == "client_secret"
+    for secret in (new_secret, new_secret.rsplit(":", 1)[1]):
+        assert not any(secret in str(e) for e in logs)
     assert await run.stopped() == 0
+
+
+async def test_rotation_mid_sync_keeps_heartbeats_and_upload_going(
+    start: Starter, new_tenant: TenantMaker, tmp_path: Path
+) -> None:
+    tenant = await new_tenant(next_poll=0.05, next_heartbeat=0.05)
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(tenant.client_secret)
+    gate = asyncio.Event()
+    run = await start(
+        tenant=tenant,
+        state=ToyState(gate=gate),  # the sync's listings wait until the test opens the gate
+        env={"BATON_CLIENT_SECRET": "", "BATON_CLIENT_SECRET_FILE": str(secret_file)},
+    )
+    tid = tenant.enqueue_sync()
+    beats = tenant.tenant.tasks[tid].heartbeats
+    await tenant.wait_for(lambda: beats)
+    new_secret = tenant.rotate_secret(revoke_tokens=True)  # the old secret and its tokens die now
+    tmp = tmp_path / "secret.new"
+    tmp.write_text(new_secret)
+    os.replace(tmp, secret_file)
+    mark = len(beats)
+    await tenant.wait_for(lambda: len(beats) >= mark + 2)  # heartbeats go on with the new secret
+    gate.set()
+    rec = await tenant.wait_finished(tid)
+    assert rec.outcome == "success"
+    (up,) = tenant.uploads
+    assert up.summary is not None and up.summary.resources == 7
+    assert tenant.tenant.token_requests[-1].secret is not None
+    assert tenant.tenant.token_requests[-1].secret.secret == new_secret
+    assert metric(run.metrics, "baton_credential_reloads_total", name="client_secret") == 1
+    # Nothing failed along the way: the running task never saw the rotation.
+    assert "UNAVAILABLE" not in run.rpc_codes["Heartbeat"]
+
+
+async def test_client_id_without_secret_exits_2(start: Starter, new_tenant: TenantMaker) -> None:
+    tenant = await new_tenant()
+    run = await start(tenant=tenant, wait_hello=False, env={"BATON_CLIENT_SECRET": ""})
+    assert await asyncio.wait_for(run.task, 5) == 2
+    out = run.stderr.getvalue()
+    assert out == "error: client-secret is required in service mode (BATON_CLIENT_SECRET)\n"
+    assert tenant.tenant.token_requests == [] and tenant.tenant.rpcs == []
 
 
 # ---------------------------------------------------------------------------------------------- shutdown
 
 
 async def test_stop_during_a_sync_finishes_it_retryable_and_exits_quickly(start: Starter) -> None:
-    run = await start(state=ToyState(list_delay=3.0), env={"BATON_SHUTDOWN_GRACE_SECONDS": "5"})
+    run = await start(state=ToyState(list_delay=30.0), env={"BATON_SHUTDOWN_GRACE_SECONDS": "20"})
     tid = run.tenant.enqueue_sync()
     await run.tenant.wait_for(lambda: run.tenant.tenant.tasks[tid].heartbeats)
     began = time.monotonic()
-    assert await run.stopped() == 0
-    assert time.monotonic() - began < 1.0
+    assert await run.stopped(within=15) == 0
+    assert time.monotonic() - began < 5.0  # far below the 20 s grace: a sync is not waited for
     rec = run.tenant.finish_of(tid)
     assert rec is not None and (code_of(rec), rec.non_retryable) == ("CANCELLED", False)
     assert "shutting down" in rec.status_message
@@ -644,16 +449,19 @@ async def test_stop_lets_a_grant_finish_within_the_grace_period(start: Starter) 
     assert await run.stopped() == 0
     rec = run.tenant.finish_of(tid)
     assert rec is not None and rec.outcome == "success" and "dave" in run.state.members["eng"]
-    assert len(run.tenant.tenant.polls) == polls  # no new work taken while stopping
+    assert len(run.tenant.tenant.polls) <= polls + 1  # at most a poll already in flight; no new work
 
 
 async def test_a_grant_outliving_the_grace_period_is_cancelled_retryable(start: Starter) -> None:
     run = await start(state=ToyState(grant_delay=30), env={"BATON_SHUTDOWN_GRACE_SECONDS": "1.5"})
     tid = run.tenant.enqueue_grant(member_ent("eng"), user_res("dave", "Dave"))
     await run.tenant.wait_for(lambda: run.tenant.tenant.tasks[tid].state == "running")
-    began = time.monotonic()
+    began_wall, began = time.time(), time.monotonic()
     assert await run.stopped() == 0
-    assert time.monotonic() - began <= 1.6
+    # The cancelled grant is reported inside the grace period (the tenant's own clock says when); the
+    # process returns right after (generous margin: a loaded CI machine is slow to tear down channels).
     rec = run.tenant.finish_of(tid)
+    assert rec is not None and rec.at - began_wall <= 1.5
+    assert time.monotonic() - began < 3.0
     assert rec is not None and (code_of(rec), rec.non_retryable) == ("CANCELLED", False)
     assert "grace period" in rec.status_message

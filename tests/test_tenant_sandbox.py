@@ -7,7 +7,10 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
+import signal
 import ssl
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -29,6 +32,8 @@ from connector.pb.c1.connector.v2 import (
 from connector.pb.c1.connectorapi.baton.v1 import baton_pb2, baton_pb2_grpc
 from connector.sandbox.tenant import TenantHandle, start_tenant
 from connector.sandbox.tenant.server import new_task_id
+from connector.service.credentials import CredentialSource, TokenSource, make_ssl_context
+from connector.service.tenant import TenantEndpoint
 
 Req = baton_pb2.BatonServiceUploadAssetRequest
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -189,15 +194,18 @@ async def test_every_rpc_requires_a_live_bearer_token(tenant: TenantHandle, clie
 async def test_tasks_are_leased_once_and_requeued_when_the_lease_expires(
     tenant: TenantHandle, client: Client
 ) -> None:
-    tenant.tenant.lease_seconds = 0.3
+    now = [time.time()]
+    tenant.tenant.clock = lambda: now[0]  # the tenant's clock, moved by hand
+    tenant.tenant.lease_seconds = 30
     tid = tenant.enqueue_hello()
     assert len(tid) == 27 and tid.isalnum()
     req = baton_pb2.BatonServiceGetTaskRequest(host_id="h")
     first = await client.stub.GetTask(req, metadata=client.md)
     assert first.task.id == tid and first.task.WhichOneof("task_type") == "hello"
+    now[0] += 29
     again = await client.stub.GetTask(req, metadata=client.md)
     assert again.task.WhichOneof("task_type") == "none"
-    await asyncio.sleep(0.35)
+    now[0] += 2
     redelivered = await client.stub.GetTask(req, metadata=client.md)
     assert redelivered.task.id == tid
     assert tenant.tenant.tasks[tid].deliveries == 2
@@ -361,3 +369,100 @@ async def test_unknown_task_ids_are_rejected(tenant: TenantHandle, client: Clien
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await client.stub.Heartbeat(hb, metadata=client.md)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_get_tasks_hands_out_a_page_excluding_known_ids(tenant: TenantHandle, client: Client) -> None:
+    tids = [tenant.enqueue_hello() for _ in range(4)]
+    req = baton_pb2.BatonServiceGetTasksRequest(host_id="h", page_size=2, known_task_ids=[tids[0]])
+    resp = await client.stub.GetTasks(req, metadata=client.md)
+    assert [t.id for t in resp.tasks] == tids[1:3]  # the known id is skipped, not handed out
+    assert resp.next_poll.ToNanoseconds() > 0
+    resp = await client.stub.GetTasks(req, metadata=client.md)
+    assert [t.id for t in resp.tasks] == [tids[3]]
+    assert tenant.tenant.tasks[tids[0]].state == "pending"  # still queued for a client that asks
+    resp = await client.stub.GetTasks(
+        baton_pb2.BatonServiceGetTasksRequest(host_id="h", page_size=5), metadata=client.md
+    )
+    assert [t.id for t in resp.tasks] == [tids[0]]
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        baton_pb2.BatonServiceGetTasksRequest(host_id="h", page_size=0),
+        baton_pb2.BatonServiceGetTasksRequest(host_id="h", page_size=101),
+        baton_pb2.BatonServiceGetTasksRequest(host_id="", page_size=1),
+        baton_pb2.BatonServiceGetTasksRequest(host_id="h", page_size=1, known_task_ids=["short"]),
+    ],
+)
+async def test_get_tasks_validates_requests(
+    tenant: TenantHandle, client: Client, req: baton_pb2.BatonServiceGetTasksRequest
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.stub.GetTasks(req, metadata=client.md)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_scripted_heartbeat_failures(tenant: TenantHandle, client: Client) -> None:
+    tid = await _running_task(tenant, client)
+    tenant.tenant.script_heartbeats("oxo")
+    hb = baton_pb2.BatonServiceHeartbeatRequest(host_id="h", task_id=tid)
+    await client.stub.Heartbeat(hb, metadata=client.md)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await client.stub.Heartbeat(hb, metadata=client.md)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    await client.stub.Heartbeat(hb, metadata=client.md)
+    await client.stub.Heartbeat(hb, metadata=client.md)  # script over: normal again
+
+
+async def test_the_sandbox_tenant_runs_by_itself(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATON_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "connector",
+        "sandbox",
+        "tenant",
+        "--data-dir",
+        str(tmp_path),
+        "--next-poll",
+        "0.5",
+        cwd=root,
+        env={**env, "PYTHONPATH": str(root)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        first = await asyncio.wait_for(proc.stdout.readline(), 20)
+        assert first.startswith(b"sandbox tenant listening on 127.0.0.1:")
+        env_file = tmp_path / "daemon.env"
+        assert oct(env_file.stat().st_mode & 0o777) == "0o600"
+        values = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+        assert set(values) == {
+            "BATON_CLIENT_ID",
+            "BATON_CLIENT_SECRET",
+            "BATON_C1_API_HOST",
+            "BATON_C1_CA_FILE",
+        }
+        # The printed address and CA work for a real token request with the generated credentials.
+        source = CredentialSource(
+            client_id=values["BATON_CLIENT_ID"], client_secret=values["BATON_CLIENT_SECRET"]
+        )
+        endpoint = TenantEndpoint.resolve(source.load().client_id, values["BATON_C1_API_HOST"])
+        tokens = TokenSource(
+            source, token_url=endpoint.token_url, verify=make_ssl_context(values["BATON_C1_CA_FILE"])
+        )
+        try:
+            assert (await tokens.authorization()).startswith("Bearer ")
+        finally:
+            await tokens.aclose()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = await asyncio.wait_for(proc.communicate(), 10)
+        assert proc.returncode == 0
+        assert values["BATON_CLIENT_SECRET"].encode() not in first + out  # the secret stays in the file
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

@@ -316,6 +316,7 @@ class TokenSource:
         monotonic: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
         initial: ClientCredentials | None = None,
+        proxy: str | None = None,
     ) -> None:
         self._source = source
         self._token_url = token_url
@@ -326,9 +327,15 @@ class TokenSource:
         self._token: _Token | None = None
         self._creds = initial if initial is not None else source.load()
         headers = {"User-Agent": user_agent} if user_agent else {}
-        # trust_env: HTTPS_PROXY / NO_PROXY are honoured, as by the Go HTTP client.
+        # The proxy is decided by the daemon (`proxy.proxy_for`) for gRPC and this client alike, so httpx
+        # must not apply its own reading of the environment on top.
         self._http = httpx.AsyncClient(
-            verify=verify, timeout=timeout, headers=headers, transport=transport, trust_env=True
+            verify=verify,
+            timeout=timeout,
+            headers=headers,
+            transport=transport,
+            proxy=proxy,
+            trust_env=False,
         )
         self.exchanges = 0
 

@@ -38,9 +38,12 @@ from connector.service.credentials import (
     TokenSource,
     make_ssl_context,
 )
-from connector.service.scheduler import Scheduler, SchedulerConfig
+from connector.service.proxy import describe as describe_proxy
+from connector.service.proxy import proxy_for
+from connector.service.scheduler import Scheduler, SchedulerConfig, parse_go_bool
 from connector.service.tasks import TaskConfig, TaskRunner, package_version
 from connector.service.tenant import TenantClient, TenantEndpoint, root_certificates
+from connector.service.timer import REAL_TIMER, Timer
 
 log = get_logger(__name__)
 
@@ -54,6 +57,8 @@ class DaemonOptions:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     tasks: TaskConfig = field(default_factory=TaskConfig)
     install_signal_handlers: bool = True
+    # Every wait and deadline of the task loop and the task runner (tests record and shorten them).
+    timer: Timer = REAL_TIMER
 
 
 async def build_connector(
@@ -156,6 +161,7 @@ async def run_daemon(
         ca_file = getattr(settings, "c1_ca_file", None) or env.get("BATON_C1_CA_FILE") or None
         roots = root_certificates(ca_file)
         ssl_ctx = make_ssl_context(ca_file)
+        proxy = proxy_for(endpoint.host, endpoint.port, env)
         temp_dir = task_config_from_settings(settings, env=env).c1z_temp_dir
         if temp_dir is not None and not temp_dir.is_dir():
             raise CredentialError(
@@ -167,7 +173,8 @@ async def run_daemon(
     from connector.ops.settings import host_id as settings_host_id
 
     host_id = settings_host_id(env)
-    user_agent = f"{creds.client_id.client_name} baton-connectors/{package_version()}"
+    # Names the C1 client and the connector (the Go SDK sends `<client> baton-sdk/<version>`).
+    user_agent = f"{creds.client_id.client_name} {app_name or 'baton-connectors'}/{package_version()}"
     tokens = TokenSource(
         source,
         token_url=endpoint.token_url,
@@ -176,9 +183,16 @@ async def run_daemon(
         user_agent=user_agent,
         metrics=metrics,
         initial=creds,
+        proxy=proxy,
     )
     tenant = TenantClient(
-        endpoint, tokens, host_id=host_id, user_agent=user_agent, root_certificates=roots, metrics=metrics
+        endpoint,
+        tokens,
+        host_id=host_id,
+        user_agent=user_agent,
+        root_certificates=roots,
+        metrics=metrics,
+        proxy=proxy,
     )
     try:
         connector = await build_connector(connector_factory, settings, metrics)
@@ -199,11 +213,13 @@ async def run_daemon(
         health=health,
         upstream_requests=connector.upstream_request_count,
         package=app_name or "baton-connectors",
+        timer=opts.timer,
     )
     sched_cfg = replace(
         opts.scheduler,
         concurrency=int(getattr(settings, "task_concurrency", opts.scheduler.concurrency)),
         shutdown_grace=float(getattr(settings, "shutdown_grace_seconds", opts.scheduler.shutdown_grace)),
+        get_tasks=opts.scheduler.get_tasks or parse_go_bool(env.get("BATON_GET_TASKS")),
     )
     scheduler = Scheduler(
         tenant,
@@ -212,6 +228,7 @@ async def run_daemon(
         metrics=metrics,
         health=health,
         package=runner.package,
+        timer=opts.timer,
     )
 
     loop = asyncio.get_running_loop()
@@ -229,6 +246,8 @@ async def run_daemon(
         host_id=host_id,
         concurrency=sched_cfg.concurrency,
         provisioning=runner.config.provisioning,
+        polling="GetTasks" if sched_cfg.get_tasks else "GetTask",
+        proxy=describe_proxy(proxy),
     )
     try:
         code = await scheduler.run()

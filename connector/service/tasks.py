@@ -16,6 +16,11 @@ Malformed provisioning tasks fail non-retryably before any connector call, with 
 (where that error carries no gRPC status). A connector error keeps its gRPC
 code and details (e.g. RateLimitDescription) in the `google.rpc.Status`; other exceptions become UNKNOWN.
 
+`Task.debug` (spec §4.9): the task's logs are teed at debug level into `<tempDir>/debug.log` (debuglog.py);
+a sync uploads that file as a second stream after the c1z, and a debug task deletes it at its end.
+
+Every wait (heartbeat interval, FinishTask backoff, upload retry pause) goes through the injectable timer.
+
 Beyond the Go SDK: FinishTask is retried on UNAVAILABLE / DEADLINE_EXCEEDED with backoff for up to
 `finish_retry_window` seconds, so a result survives a network blip; and running tasks can be cancelled
 (shutdown, tenant cancellation) and are then finished with a retryable CANCELLED error so the tenant
@@ -39,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import grpc
+import structlog
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
@@ -50,8 +56,10 @@ from connector.pb.c1.connector.v2 import connector_pb2, grant_pb2, resource_pb2
 from connector.pb.c1.connectorapi.baton.v1 import baton_pb2
 from connector.sdk.errors import ConnectorError
 from connector.sdk.runtime import ConnectorRuntime
+from connector.service.debuglog import DEBUG_LOG_NAME, DebugLog
 from connector.service.tenant import TenantClient, TenantError
-from connector.service.upload import UploadError, sleep_for, upload_file
+from connector.service.timer import REAL_TIMER, Timer
+from connector.service.upload import UploadError, upload_file
 
 log = get_logger(__name__)
 
@@ -259,6 +267,7 @@ class ActiveTask:
     cancel_reason: str | None = None
     phase: str = "starting"
     started: float = field(default_factory=time.monotonic)
+    debug: DebugLog | None = None
 
 
 class TaskRunner:
@@ -274,8 +283,10 @@ class TaskRunner:
         health: DaemonHealth | None = None,
         upstream_requests: Callable[[], int] | None = None,
         package: str = "",
+        timer: Timer = REAL_TIMER,
     ) -> None:
         self.runtime = runtime
+        self.timer = timer
         self.tenant = tenant
         self.config = config
         self.metrics = metrics
@@ -304,27 +315,58 @@ class TaskRunner:
             active.work.cancel()
         return True
 
+    @property
+    def temp_root(self) -> Path:
+        """`<tempDir>`: BATON_C1Z_TEMP_DIR (or BATON_TMPDIR), else the system temp dir."""
+        return self.config.c1z_temp_dir or Path(tempfile.gettempdir())
+
     async def handle(self, task: baton_pb2.Task) -> None:
-        """Run `task` and report it. Never raises except on cancellation of the handler itself."""
+        """Run `task` and report it. Never raises except on cancellation of the handler itself.
+
+        Runs in its own asyncio task, so the context variables bound here (the log fields task_id and
+        task_type, the debug tee) cover exactly this task and the work it starts."""
         ttype = task_type(task)
         active = ActiveTask(task.id, ttype, task_kind(task))
         self.active[task.id] = active
-        bound = log.bind(task_id=task.id, task_type=ttype)
-        bound.info("task_started")
+        structlog.contextvars.bind_contextvars(task_id=task.id, task_type=ttype)
+        debug: DebugLog | None = None
+        if task.debug:
+            debug = DebugLog(self.temp_root / DEBUG_LOG_NAME, task.id)
+            try:
+                debug.start()
+            except OSError as err:
+                log.warning("debug_log_unavailable", error=err.strerror or type(err).__name__)
+                debug = None
+        active.debug = debug
+        log.info("task_started", debug=task.debug)
         if self.metrics is not None:
             self.metrics.task_received(ttype)
-        started = time.monotonic()
+        started = self.timer.monotonic()
         outcome = "success"
         try:
             cm = self.metrics.track_task(ttype) if self.metrics is not None else contextlib.nullcontext()
             with cm:
                 outcome = await self._dispatch(task, active)
         finally:
+            if debug is not None:
+                debug.stop()
             self.active.pop(task.id, None)
-            duration = time.monotonic() - started
+            duration = self.timer.monotonic() - started
             if self.metrics is not None and outcome != "abandoned":
                 self.metrics.task_finished(ttype, outcome, duration)
-            bound.info("task_done", outcome=outcome, duration=round(duration, 3))
+            log.info("task_done", outcome=outcome, duration=round(duration, 3))
+            structlog.contextvars.unbind_contextvars("task_id", "task_type")
+
+    async def release_unstarted(self, task: baton_pb2.Task) -> None:
+        """A task received (GetTasks batch) but never started, at shutdown: finish it retryable so the
+        tenant reschedules it at once. Hello tasks cannot be finished; their lease brings them back."""
+        if task_type(task) == "hello":
+            return
+        await self._finish_error(
+            task.id,
+            _status(grpc.StatusCode.CANCELLED, "task not started: the connector is shutting down"),
+            non_retryable=False,
+        )
 
     async def _dispatch(self, task: baton_pb2.Task, active: ActiveTask) -> str:
         ttype = active.type
@@ -346,7 +388,7 @@ class TaskRunner:
             await self.tenant.hello(hello_request(self.host_id, md.metadata, task.id, self.package))
         except (TenantError, ConnectorError) as err:
             # As in Go: no FinishTask for hello tasks; the tenant's lease brings it back.
-            log.warning("hello_task_failed", task_id=task.id, error=str(err))
+            log.warning("hello_task_failed", error=str(err))
             return "abandoned"
         return "success"
 
@@ -377,7 +419,7 @@ class TaskRunner:
         exc = work.exception()
         if exc is not None:
             if not isinstance(exc, ConnectorError):
-                log.error("provisioning_task_crashed", task_id=task.id, error_type=type(exc).__name__)
+                log.error("provisioning_task_crashed", error_type=type(exc).__name__)
             return await self._finish_error(task.id, error_status(exc), non_retryable=True)
         response: Message = work.result()
         annotations = list(getattr(response, "annotations", ()))
@@ -476,10 +518,10 @@ class TaskRunner:
                 first = await self.tenant.heartbeat(task.id)
             except TenantError as err:
                 # As in Go: no FinishTask; the tenant reclaims the task when its lease runs out.
-                log.warning("sync_first_heartbeat_failed", task_id=task.id, error=str(err))
+                log.warning("sync_first_heartbeat_failed", error=str(err))
                 return "abandoned"
             if first.cancelled:
-                log.info("sync_cancelled_before_start", task_id=task.id)
+                log.info("sync_cancelled_before_start")
                 return "abandoned"
             if active.cancel_reason is not None or self.shutting_down:
                 reason = active.cancel_reason or "the connector is shutting down"
@@ -494,6 +536,13 @@ class TaskRunner:
             return await self._sync_with_heartbeats(task, active, work_dir, interval)
         finally:
             await asyncio.to_thread(shutil.rmtree, work_dir, True)
+            if task.debug:
+                # Spec §4.9: only a debug task removes debug.log; a leftover from an earlier debug task is
+                # uploaded with the next sync and stays.
+                if active.debug is not None:
+                    active.debug.stop()
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread((self.temp_root / DEBUG_LOG_NAME).unlink, True)
 
     def _heartbeat_interval(self, d: duration_pb2.Duration | None) -> float:
         c = self.config
@@ -520,7 +569,7 @@ class TaskRunner:
             if self.metrics is not None:
                 self.metrics.sync_finished("cancelled", None, duration, None)
             message = f"sync cancelled during {active.phase}: {reason}"
-            log.warning("sync_cancelled", task_id=task.id, phase=active.phase, reason=reason)
+            log.warning("sync_cancelled", phase=active.phase, reason=reason)
             return await self._finish_error(
                 task.id, _status(grpc.StatusCode.CANCELLED, message), non_retryable=False
             )
@@ -533,7 +582,7 @@ class TaskRunner:
             # (upload, file system) get the phase we were in.
             if not isinstance(getattr(exc, "phase", None), str):
                 st.message = f"sync failed during {active.phase}: {st.message}"
-            log.warning("sync_failed", task_id=task.id, phase=active.phase, error=st.message)
+            log.warning("sync_failed", phase=active.phase, error=st.message)
             # Retryable: the tenant may try again (the Go SDK makes only data-invariant verdicts final).
             return await self._finish_error(task.id, st, non_retryable=False)
         report, nbytes = work.result()
@@ -565,30 +614,45 @@ class TaskRunner:
             upstream_requests=self.upstream_requests,
         )
         on_phase("uploading")
+        nbytes = await self._upload(task.id, path, "sync")
+        debug_log = self.temp_root / DEBUG_LOG_NAME
+        if active.debug is not None:
+            # Stop teeing first: the file must not grow while it is being hashed and sent.
+            active.debug.stop()
+        if await asyncio.to_thread(debug_log.is_file):
+            on_phase("uploading debug log")
+            await self._upload(task.id, debug_log, "debug log")
+        on_phase("finishing")
+        return report, nbytes
+
+    async def _upload(self, task_id: str, path: Path, what: str) -> int:
+        async def pause(seconds: float) -> None:
+            await self.timer.sleep(seconds, "upload_retry")
+
         try:
-            nbytes = await upload_file(
+            return await upload_file(
                 self.tenant,
-                task.id,
+                task_id,
                 path,
                 attempts=self.config.upload_attempts,
                 retry_unit=self.config.upload_retry_unit,
                 chunk_size=self.config.upload_chunk_size,
                 metrics=self.metrics,
+                sleep=pause,
             )
         except UploadError as err:
-            raise ConnectorError(grpc.StatusCode.UNAVAILABLE, str(err)) from None
-        on_phase("finishing")
-        return report, nbytes
+            text = str(err) if what == "sync" else f"{what} {err}"
+            raise ConnectorError(grpc.StatusCode.UNAVAILABLE, text) from None
 
     async def _heartbeat_loop(self, task_id: str, interval: float) -> None:
         failures = 0
         while True:
-            await asyncio.sleep(interval)
+            await self.timer.sleep(interval, "heartbeat")
             try:
                 resp = await self.tenant.heartbeat(task_id)
             except TenantError as err:
                 failures += 1
-                log.warning("heartbeat_failed", task_id=task_id, failures=failures, error=str(err))
+                log.warning("heartbeat_failed", failures=failures, error=str(err))
                 if failures >= self.config.heartbeat_max_failures:
                     self.cancel(task_id, f"task failed heartbeat ({failures} consecutive failures)")
                     return
@@ -600,6 +664,7 @@ class TaskRunner:
             interval = self._heartbeat_interval(
                 resp.next_heartbeat if resp.HasField("next_heartbeat") else None
             )
+            log.debug("heartbeat_ok", next_in=interval, cancelled=resp.cancelled)
             if resp.cancelled:
                 self.cancel(task_id, "the tenant cancelled the task")
                 return
@@ -615,28 +680,29 @@ class TaskRunner:
     async def _finish(self, request: FinishReq, outcome: str) -> str:
         """FinishTask, retried on transient failures for up to `finish_retry_window` seconds."""
         c = self.config
-        limit = time.monotonic() + c.finish_retry_window
+        now = self.timer.monotonic
+        limit = now() + c.finish_retry_window
         if self.finish_deadline is not None:
             limit = min(limit, self.finish_deadline)
         delay = c.finish_backoff_initial
         attempt = 0
         while True:
             attempt += 1
-            remaining = limit - time.monotonic()
+            remaining = limit - now()
             try:
                 await self.tenant.finish_task(request, deadline=max(0.5, min(30.0, remaining)))
                 if attempt > 1:
                     log.info("finish_task_delivered", task_id=request.task_id, attempts=attempt)
                 return outcome
             except TenantError as err:
-                remaining = limit - time.monotonic()
+                remaining = limit - now()
                 if err.code not in TRANSIENT_CODES or remaining <= 0:
                     log.error("finish_task_failed", task_id=request.task_id, attempts=attempt, error=str(err))
                     return outcome
                 if self.metrics is not None:
                     self.metrics.finish_task_retry()
                 log.warning("finish_task_retry", task_id=request.task_id, attempt=attempt, error=str(err))
-                await sleep_for(asyncio.sleep, min(delay, remaining))
+                await self.timer.sleep(min(delay, remaining), "finish_retry")
                 delay = min(delay * 2, c.finish_backoff_max)
 
 

@@ -5,8 +5,10 @@ channel with keepalive. Keepalive pings are sent only while calls are active and
 5 minutes, because a grpc-go server with default enforcement answers more frequent pings with GOAWAY
 `too_many_pings`; polling and heartbeats keep the connection busy anyway.
 
-Proxies: grpc-core honours `https_proxy` / `grpc_proxy` and `no_proxy` / `no_grpc_proxy` from the
-environment (HTTP CONNECT), as httpx does for the token endpoint, so HTTPS_PROXY / NO_PROXY work for both.
+Proxies: the daemon decides once (`proxy.proxy_for`: HTTPS_PROXY / NO_PROXY with Go's rules) and passes
+the result explicitly: `grpc.http_proxy` (HTTP CONNECT) when proxied, `grpc.enable_http_proxy=0` when
+direct, so grpc-core's own environment handling (lower-case variables only) never disagrees with the token
+client.
 
 When the tenant answers UNAUTHENTICATED (or the token endpoint refuses us), the cached token is dropped,
 the credentials are re-read from their files and the call is tried once more (the Go SDK keeps failing
@@ -111,8 +113,10 @@ def root_certificates(ca_file: str | None) -> bytes | None:
     return roots + (b"\n" if roots and not roots.endswith(b"\n") else b"") + extra
 
 
-def channel_options(user_agent: str) -> list[tuple[str, Any]]:
+def channel_options(user_agent: str, proxy: str | None = None) -> list[tuple[str, Any]]:
+    routing: tuple[str, Any] = ("grpc.http_proxy", proxy) if proxy else ("grpc.enable_http_proxy", 0)
     return [
+        routing,
         ("grpc.primary_user_agent", user_agent),
         ("grpc.keepalive_time_ms", 300_000),
         ("grpc.keepalive_timeout_ms", 20_000),
@@ -126,7 +130,7 @@ def channel_options(user_agent: str) -> list[tuple[str, Any]]:
 
 
 class TenantClient:
-    """Typed wrappers for the five RPCs the daemon uses."""
+    """Typed wrappers for the RPCs the daemon uses (GetTasks only with BATON_GET_TASKS)."""
 
     def __init__(
         self,
@@ -137,13 +141,16 @@ class TenantClient:
         user_agent: str,
         root_certificates: bytes | None = None,
         metrics: Metrics | None = None,
+        proxy: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.tokens = tokens
         self.host_id = host_id
         self._metrics = metrics
         creds = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-        self._channel = grpc.aio.secure_channel(endpoint.target, creds, options=channel_options(user_agent))
+        self._channel = grpc.aio.secure_channel(
+            endpoint.target, creds, options=channel_options(user_agent, proxy)
+        )
         self._stub = baton_pb2_grpc.BatonServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -158,6 +165,17 @@ class TenantClient:
         req = baton_pb2.BatonServiceGetTaskRequest(host_id=self.host_id)
         resp: baton_pb2.BatonServiceGetTaskResponse = await self._unary(
             "GetTask", self._stub.GetTask, req, GET_TASK_TIMEOUT
+        )
+        return resp
+
+    async def get_tasks(
+        self, page_size: int, known_task_ids: list[str]
+    ) -> baton_pb2.BatonServiceGetTasksResponse:
+        req = baton_pb2.BatonServiceGetTasksRequest(
+            host_id=self.host_id, page_size=page_size, known_task_ids=known_task_ids
+        )
+        resp: baton_pb2.BatonServiceGetTasksResponse = await self._unary(
+            "GetTasks", self._stub.GetTasks, req, GET_TASK_TIMEOUT
         )
         return resp
 

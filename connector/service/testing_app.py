@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ from connector.sdk.interface import (
     Page,
     PlaintextSecret,
     Resource,
+    ResourceGetter,
     ResourceId,
     ResourceSyncer,
     RevokeResult,
@@ -42,6 +44,7 @@ from connector.sdk.interface import (
 from connector.service.daemon import DaemonOptions, run_daemon
 from connector.service.scheduler import SchedulerConfig
 from connector.service.tasks import TaskConfig
+from connector.service.timer import Timer
 
 USER = model.resource_type("user", "User", [model.Trait.TRAIT_USER])
 GROUP = model.resource_type("group", "Group", [model.Trait.TRAIT_GROUP])
@@ -56,12 +59,19 @@ class ToyState:
     members: dict[str, set[str]] = field(
         default_factory=lambda: {"eng": {"alice", "bob"}, "ops": {"carol"}, "sales": set()}
     )
+    # group id -> groups whose members inherit its membership (expandable grants), e.g. {"ops": {"eng"}}
+    nested: dict[str, set[str]] = field(default_factory=dict)
     list_delay: float = 0.0
     grant_delay: float = 0.0
+    # When set, resource listings and grant/revoke calls wait for it (a test opens it when it is ready).
+    gate: asyncio.Event | None = None
     # group id -> error raised by grant/revoke on it, or by listing its grants (failure injection)
     fail_group: dict[str, Exception] = field(default_factory=dict)
     fail_grant_listing: dict[str, Exception] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    # grant/revoke calls running right now, and the most seen at once
+    in_flight: int = 0
+    max_in_flight: int = 0
     created: list[tuple[str, AccountCredentials]] = field(default_factory=list)
 
 
@@ -73,6 +83,13 @@ def group_res(gid: str) -> Resource:
     return model.group_resource(gid.capitalize(), GROUP, gid)
 
 
+async def _pause(state: ToyState, delay: float) -> None:
+    if state.gate is not None:
+        await state.gate.wait()
+    if delay:
+        await asyncio.sleep(delay)
+
+
 class Users(ResourceSyncer):
     resource_type = USER
 
@@ -80,8 +97,7 @@ class Users(ResourceSyncer):
         self.state = state
 
     async def list(self, parent: ResourceId | None, page_token: str) -> Page[Resource]:
-        if self.state.list_delay:
-            await asyncio.sleep(self.state.list_delay)
+        await _pause(self.state, self.state.list_delay)
         return Page([user_res(u, n) for u, n in sorted(self.state.users.items())])
 
     async def entitlements(self, resource: Resource, page_token: str) -> Page[Entitlement]:
@@ -91,15 +107,21 @@ class Users(ResourceSyncer):
         return Page()
 
 
-class Groups(ResourceSyncer, GrantProvisioner):
+class Groups(ResourceSyncer, GrantProvisioner, ResourceGetter):
     resource_type = GROUP
 
     def __init__(self, state: ToyState) -> None:
         self.state = state
 
+    async def get(self, resource_id: ResourceId, parent: ResourceId | None) -> Resource:
+        """One group by id (targeted syncs)."""
+        self.state.calls.append(f"get group {resource_id.resource}")
+        if resource_id.resource not in self.state.members:
+            raise ConnectorError(grpc.StatusCode.NOT_FOUND, f"group {resource_id.resource} not found")
+        return group_res(resource_id.resource)
+
     async def list(self, parent: ResourceId | None, page_token: str) -> Page[Resource]:
-        if self.state.list_delay:
-            await asyncio.sleep(self.state.list_delay)
+        await _pause(self.state, self.state.list_delay)
         return Page([group_res(g) for g in sorted(self.state.members)])
 
     async def entitlements(self, resource: Resource, page_token: str) -> Page[Entitlement]:
@@ -108,12 +130,23 @@ class Groups(ResourceSyncer, GrantProvisioner):
     async def grants(self, resource: Resource, page_token: str) -> Page[Grant]:
         if resource.id.resource in self.state.fail_grant_listing:
             raise self.state.fail_grant_listing[resource.id.resource]
-        members = sorted(self.state.members.get(resource.id.resource, set()))
-        return Page([model.new_grant(resource, "member", model.resource_id("user", u)) for u in members])
+        gid = resource.id.resource
+        members = sorted(self.state.members.get(gid, set()))
+        grants = [model.new_grant(resource, "member", model.resource_id("user", u)) for u in members]
+        for inner in sorted(self.state.nested.get(gid, set())):
+            expand = model.expandable([model.entitlement_id(model.resource_id("group", inner), "member")])
+            grants.append(
+                model.new_grant(resource, "member", model.resource_id("group", inner), annotations=[expand])
+            )
+        return Page(grants)
 
     async def _slow(self, gid: str) -> None:
-        if self.state.grant_delay:
-            await asyncio.sleep(self.state.grant_delay)
+        self.state.in_flight += 1
+        self.state.max_in_flight = max(self.state.max_in_flight, self.state.in_flight)
+        try:
+            await _pause(self.state, self.state.grant_delay)
+        finally:
+            self.state.in_flight -= 1
         if gid in self.state.fail_group:
             raise self.state.fail_group[gid]
         if gid not in self.state.members:
@@ -204,12 +237,41 @@ def rate_limited(message: str = "too many requests") -> UpstreamError:
     )
 
 
+class RecordingTimer(Timer):
+    """A timer for tests: records every wait as (purpose, seconds), really sleeps only
+    clamp(seconds x `scale`, `floor`, `cap`) and moves its clock forward by the full amount, so production
+    schedules (minutes of backoff) run in milliseconds and can be asserted exactly."""
+
+    def __init__(self, scale: float = 0.0, floor: float = 0.002, cap: float = 0.05) -> None:
+        self.scale = scale
+        self.floor = floor
+        self.cap = cap
+        self.waits: list[tuple[str, float]] = []
+        self.skipped = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.skipped
+
+    async def sleep(self, seconds: float, purpose: str) -> None:
+        self.waits.append((purpose, seconds))
+        if seconds <= 0:
+            return
+        real = min(max(seconds * self.scale, self.floor), self.cap, seconds)
+        await asyncio.sleep(real)
+        self.skipped += seconds - real
+
+    def of(self, purpose: str) -> list[float]:
+        """The waits recorded for `purpose`, in order (rounded to the millisecond)."""
+        return [round(s, 3) for p, s in self.waits if p == purpose]
+
+
 def fast_options() -> DaemonOptions:
     """Test timings for the daemon (also used by the demo, which should finish in seconds)."""
     return DaemonOptions(
         scheduler=SchedulerConfig(
             hello_backoff_initial=0.05,
             hello_backoff_max=0.2,
+            poll_default=0.05,
             poll_min=0.05,
             error_backoff_unit=0.05,
             error_backoff_max=0.5,

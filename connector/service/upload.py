@@ -1,8 +1,9 @@
 """UploadAsset: stream a file to the tenant (spec §5.4).
 
 Per attempt: metadata{host_id, task_id}, the file in 512 KiB data messages, eof{sha256 of the whole file},
-half-close, wait for the response. Up to 3 attempts, each on a fresh stream from byte 0; the pause before
-attempt n+1 is n x `retry_unit` seconds (0 s, then 1 s, as the Go SDK).
+half-close, wait for the response. Up to 3 attempts, each on a fresh stream from byte 0; the pause after
+the n-th failed attempt is (n - 1) x `retry_unit` seconds: none after the first, 1 s after the second, as
+in the Go SDK.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ async def upload_file(
     last: Exception | None = None
     for attempt in range(attempts):
         if attempt:
-            await sleep_for(sleep, attempt * retry_unit)
+            await sleep_for(sleep, (attempt - 1) * retry_unit)
         fh = await asyncio.to_thread(path.open, "rb")
         try:
 

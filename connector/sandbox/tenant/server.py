@@ -8,9 +8,11 @@ speak either get HTTP/1.1; the token endpoint does not speak HTTP/2.
 
 The tenant is as strict as the real one: assertions are verified (alg, signature, iss, sub, aud, nbf, exp),
 every RPC needs a live bearer token, task ids are 27 alphanumerics, uploads must be metadata → data* → eof
-with a matching SHA-256, a sync can only succeed after a complete c1z upload. Faults can be injected:
-UNAVAILABLE (or any code) on any RPC, a broken upload stream, 401s from the token endpoint, cancelled or
-failing heartbeats.
+with a matching SHA-256, a sync can only succeed after a complete c1z upload. Both polling styles are
+served: GetTask and batched GetTasks (page size, known task ids). Faults can be injected: UNAVAILABLE (or
+any code) on any RPC, a broken upload stream (optionally only for one kind of content, e.g. debug.log),
+401s from the token endpoint, cancelled or failing heartbeats (scripted). `proxy.ConnectProxy` is a fake
+corporate HTTP CONNECT proxy to reach it through.
 
 Usable in process (`start_tenant`) by tests, the demo and the benchmark, and by itself:
 `python -m connector sandbox tenant`.
@@ -81,7 +83,10 @@ def new_task_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(27))
 
 
-def _duration(seconds: float) -> duration_pb2.Duration:
+def _duration(seconds: float | None) -> duration_pb2.Duration | None:
+    """None leaves the field unset (a tenant that says nothing about the cadence)."""
+    if seconds is None:
+        return None
     d = duration_pb2.Duration()
     d.FromNanoseconds(round(seconds * 1e9))
     return d
@@ -216,8 +221,8 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
         *,
         data_dir: Path,
         tenant_host: str,
-        next_poll: float,
-        next_heartbeat: float,
+        next_poll: float | None,
+        next_heartbeat: float | None,
         token_ttl: int,
         lease_seconds: float,
         requeue_retryable: bool,
@@ -248,8 +253,11 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
         self._token_faults = 0
         self._break_uploads = 0
         self._break_upload_after_chunks = 1
-        self._fail_heartbeats = 0
+        self._break_upload_kind: str | None = None
+        self._heartbeat_script: deque[bool] = deque()  # True = fail this heartbeat
         self._cancel_all_heartbeats = False
+        self.get_tasks_enabled = True
+        self.batch_polls: list[baton_pb2.BatonServiceGetTasksRequest] = []
         self._changed = asyncio.Condition()
         self._upload_seq = 0
 
@@ -349,20 +357,27 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
         self._rpc_faults.clear()
         self._token_faults = 0
         self._break_uploads = 0
-        self._fail_heartbeats = 0
+        self._heartbeat_script.clear()
         self._cancel_all_heartbeats = False
 
     def reject_tokens(self, times: int = 1) -> None:
         """The next `times` token requests get 401 regardless of the assertion."""
         self._token_faults = times
 
-    def break_uploads(self, times: int = 1, after_chunks: int = 1) -> None:
-        """The next `times` UploadAsset streams are aborted with UNAVAILABLE after `after_chunks` chunks."""
+    def break_uploads(self, times: int = 1, after_chunks: int = 1, kind: str | None = None) -> None:
+        """The next `times` UploadAsset streams are aborted with UNAVAILABLE after `after_chunks` chunks.
+        With `kind` ("c1z-v1", "c1z-v3", "other"), only streams whose content is of that kind count."""
         self._break_uploads = times
         self._break_upload_after_chunks = after_chunks
+        self._break_upload_kind = kind
 
-    def fail_heartbeats(self, times: int) -> None:
-        self._fail_heartbeats = times
+    def fail_heartbeats(self, times: int, after: int = 0) -> None:
+        """Let the next `after` heartbeats through, then fail `times` in a row with UNAVAILABLE."""
+        self.script_heartbeats("o" * after + "x" * times)
+
+    def script_heartbeats(self, script: str) -> None:
+        """The next heartbeats, one character each: "x" fails with UNAVAILABLE, "o" answers normally."""
+        self._heartbeat_script = deque(c == "x" for c in script)
 
     def cancel_heartbeats(self, enabled: bool = True) -> None:
         """Every heartbeat answers cancelled=true (until disabled)."""
@@ -501,29 +516,64 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
         resp = baton_pb2.BatonServiceGetTaskResponse(
             next_poll=_duration(self.next_poll), next_heartbeat=_duration(self.next_heartbeat)
         )
-        while self.queue:
-            t = self.tasks[self.queue.popleft()]
-            if t.state != "pending":
-                continue
-            t.state = "running"
-            t.deliveries += 1
-            t.leased_until = self.clock() + self.lease_seconds
-            resp.task.CopyFrom(t.task)
-            resp.task.status = Task.STATUS_RUNNING
-            break
+        leased = self._lease(1, set())
+        if leased:
+            resp.task.CopyFrom(leased[0])
         else:
             resp.task.none.SetInParent()
         await self._notify()
         return resp
 
+    def _lease(self, limit: int, exclude: set[str]) -> list[baton_pb2.Task]:
+        """Hand out up to `limit` pending tasks (not in `exclude`), marking them running with a lease."""
+        out: list[baton_pb2.Task] = []
+        skipped: list[str] = []
+        while self.queue and len(out) < limit:
+            tid = self.queue.popleft()
+            t = self.tasks[tid]
+            if t.state != "pending":
+                continue
+            if tid in exclude:
+                skipped.append(tid)
+                continue
+            t.state = "running"
+            t.deliveries += 1
+            t.leased_until = self.clock() + self.lease_seconds
+            task = Task()
+            task.CopyFrom(t.task)
+            task.status = Task.STATUS_RUNNING
+            out.append(task)
+        self.queue.extendleft(reversed(skipped))
+        return out
+
     async def GetTasks(
         self, request: baton_pb2.BatonServiceGetTasksRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> baton_pb2.BatonServiceGetTasksResponse:
+        """Batched polling (BATON_GET_TASKS): up to `page_size` tasks, none of `known_task_ids`."""
         rec = await self._enter("GetTasks", context)
-        await self._fail(
-            rec, context, grpc.StatusCode.UNIMPLEMENTED, "GetTasks is not enabled on this tenant"
+        if not self.get_tasks_enabled:
+            await self._fail(
+                rec, context, grpc.StatusCode.UNIMPLEMENTED, "GetTasks is not enabled on this tenant"
+            )
+        if not request.host_id:
+            await self._fail(rec, context, grpc.StatusCode.INVALID_ARGUMENT, "host_id is required")
+        if not 1 <= request.page_size <= 100:
+            await self._fail(rec, context, grpc.StatusCode.INVALID_ARGUMENT, "page_size must be 1..100")
+        bad = [k for k in request.known_task_ids if len(k) != 27 or not k.isalnum()]
+        if bad or len(request.annotations) > 16:
+            await self._fail(
+                rec, context, grpc.StatusCode.INVALID_ARGUMENT, "known_task_ids must be 27 alphanumerics"
+            )
+        self.polls.append(time.monotonic())
+        self.batch_polls.append(request)
+        self._reap_leases()
+        resp = baton_pb2.BatonServiceGetTasksResponse(
+            tasks=self._lease(request.page_size, set(request.known_task_ids)),
+            next_poll=_duration(self.next_poll),
+            next_heartbeat=_duration(self.next_heartbeat),
         )
-        raise AssertionError("unreachable")
+        await self._notify()
+        return resp
 
     async def Heartbeat(
         self, request: baton_pb2.BatonServiceHeartbeatRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -535,8 +585,7 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
         assert t is not None
         now = self.clock()
         self.heartbeat_log.append((t.id, time.monotonic()))
-        if self._fail_heartbeats:
-            self._fail_heartbeats -= 1
+        if self._heartbeat_script and self._heartbeat_script.popleft():
             await self._fail(rec, context, grpc.StatusCode.UNAVAILABLE, "injected heartbeat failure")
         t.heartbeats.append(now)
         t.leased_until = now + self.lease_seconds
@@ -552,9 +601,6 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> baton_pb2.BatonServiceUploadAssetResponse:
         rec = await self._enter("UploadAsset", context)
-        breaking = self._break_uploads > 0
-        if breaking:
-            self._break_uploads -= 1
         uploads = self.data_dir / "uploads"
         uploads.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=uploads, prefix=".partial-")
@@ -608,7 +654,8 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
                             head += data[: 5 - len(head)]
                         digest.update(data)
                         out.write(data)
-                        if breaking and chunks >= self._break_upload_after_chunks:
+                        if self._should_break(chunks, head):
+                            self._break_uploads -= 1
                             await self._fail(
                                 rec, context, grpc.StatusCode.UNAVAILABLE, "upload stream broken (injected)"
                             )
@@ -647,6 +694,11 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
+
+    def _should_break(self, chunks: int, head: bytes) -> bool:
+        if self._break_uploads <= 0 or chunks != self._break_upload_after_chunks:
+            return False
+        return self._break_upload_kind is None or c1z_mod.kind_of(head) == self._break_upload_kind
 
     async def FinishTask(
         self, request: baton_pb2.BatonServiceFinishTaskRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -740,6 +792,8 @@ class _FrontEnd:
         self._server: asyncio.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Accepted connections by protocol ("grpc" or "http"): lets tests see channel reuse.
+        self.connections: dict[str, int] = {"grpc": 0, "http": 0}
 
     async def start(self, host: str, port: int) -> int:
         self._server = await asyncio.start_server(self._accept, host, port, ssl=self._ssl)
@@ -761,7 +815,9 @@ class _FrontEnd:
                     if not chunk:
                         return
                     first += chunk
-            port = self._grpc_port if first.startswith(H2_PREFACE) else self._http_port
+            is_grpc = first.startswith(H2_PREFACE)
+            self.connections["grpc" if is_grpc else "http"] += 1
+            port = self._grpc_port if is_grpc else self._http_port
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
             self._conns.add(up_writer)
             up_writer.write(first)
@@ -954,6 +1010,11 @@ class TenantHandle:
     def drop_connections(self) -> None:
         self._front.drop_connections()
 
+    @property
+    def connections(self) -> dict[str, int]:
+        """TLS connections accepted so far, by protocol ("grpc", "http")."""
+        return self._front.connections
+
     async def close(self) -> None:
         await self._front.close()
         await self._grpc_server.stop(grace=None)
@@ -974,23 +1035,26 @@ async def start_tenant(
     port: int = 0,
     data_dir: Path | None = None,
     tenant_host: str = "tenant.sandbox.conductor.one",
-    next_poll: float = 1.0,
-    next_heartbeat: float = 1.0,
+    next_poll: float | None = 1.0,
+    next_heartbeat: float | None = 1.0,
     token_ttl: int = 3600,
     lease_seconds: float = 300.0,
     requeue_retryable: bool = False,
     client_name: str | None = None,
     secret_with_kid: bool = False,
+    server_names: Sequence[str] = (),
 ) -> TenantHandle:
     """Start a tenant with one registered client. `tenant_host` is the host in the client id (the JWT
-    audience); clients reach the tenant at `handle.address` through BATON_C1_API_HOST."""
+    audience); clients reach the tenant at `handle.address` through BATON_C1_API_HOST. `server_names` are
+    extra DNS names in the server certificate (e.g. a name only a test proxy resolves)."""
     tmp: tempfile.TemporaryDirectory[str] | None = None
     if data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="sandbox-tenant-")
         data_dir = Path(tmp.name)
     data_dir.mkdir(parents=True, exist_ok=True)
 
-    pki = make_pki((host, "localhost") if host not in ("localhost",) else ("localhost", "127.0.0.1"))
+    names = (host, "localhost") if host not in ("localhost",) else ("localhost", "127.0.0.1")
+    pki = make_pki((*names, *server_names))
     ca_path = data_dir / "ca.pem"
     ca_path.write_bytes(pki.ca_pem)
     cert_path, key_path = data_dir / "server.pem", data_dir / "server.key"
