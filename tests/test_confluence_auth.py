@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import socket
 import ssl
 from pathlib import Path
 
 import grpc
 import pytest
+import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -19,10 +21,12 @@ from connector.apps.confluence_datacenter.connector import ConfluenceConnector
 from connector.apps.confluence_datacenter.main import SPEC
 from connector.apps.confluence_datacenter.settings import ConfluenceSettings
 from connector.ops.settings import SettingsError, parse_settings
+from connector.pb.c1.connector.v2 import resource_pb2
 from connector.sandbox.confluence import data as sandbox_data
 from connector.sandbox.confluence.server import SandboxConfig, start_confluence_sandbox
 from connector.sdk.errors import ConnectorError
-from tests.test_confluence_support import running, settings_for
+from connector.sdk.runtime import ConnectorRuntime
+from tests.test_confluence_support import expected_grant_ids, running, settings_for, sync_all
 
 # --- settings -------------------------------------------------------------------------------------
 
@@ -235,3 +239,100 @@ async def test_tls_private_ca_needs_ca_file_or_explicit_insecure_mode(tmp_path: 
     with pytest.raises(SettingsError) as bad:
         ConfluenceConnector(settings_for(sandbox, "--ca-file", str(tmp_path / "missing.pem")))
     assert "--ca-file" in str(bad.value)
+
+
+def test_insecure_skip_verify_is_logged_loudly() -> None:
+    settings = parse_settings(
+        ConfluenceSettings,
+        ["--hostname", "https://wiki.example.com", "--access-token", "t", "--insecure-skip-verify"],
+        env={},
+    )
+    with structlog.testing.capture_logs() as logs:
+        connector = ConfluenceConnector(settings)
+    warnings = [e for e in logs if e["event"] == "confluence_tls_verification_disabled"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+    assert "NOT checked" in warnings[0]["detail"] and warnings[0]["hostname"] == "https://wiki.example.com"
+    assert connector.settings.insecure_skip_verify
+    verified = ["--hostname", "https://wiki.example.com", "--access-token", "t"]
+    with structlog.testing.capture_logs() as quiet:
+        ConfluenceConnector(parse_settings(ConfluenceSettings, verified, env={}))
+    assert not [e for e in quiet if e["event"] == "confluence_tls_verification_disabled"]
+
+
+# --- secrets that follow their files ---------------------------------------------------------------
+
+
+def _swap(directory: Path, name: str, value: str) -> None:
+    """Rotate the way the kubelet does: write a new file, then atomically repoint the symlink."""
+    target = directory / f".{name}.{len(list(directory.iterdir()))}"
+    target.write_text(value + "\n")
+    tmp = directory / f".{name}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.name)
+    os.replace(tmp, directory / name)
+
+
+async def test_rotated_token_file_is_used_by_the_next_request(tmp_path: Path) -> None:
+    data = sandbox_data.small()
+    data.tokens["admin-pat-rotated"] = "admin"
+    sandbox = await start_confluence_sandbox(data, SandboxConfig(version="9.2"))
+    _swap(tmp_path, "token", "admin-pat")
+    settings = parse_settings(
+        ConfluenceSettings,
+        ["--hostname", sandbox.base_url],
+        env={"BATON_ACCESS_TOKEN_FILE": str(tmp_path / "token")},
+    )
+    connector = ConfluenceConnector(settings)
+    try:
+        assert await connector.validate() == []
+        # The token is rotated and the old one revoked at once: well inside the file-check interval, so
+        # only Confluence answering as anonymous can tell the connector to re-read the file.
+        _swap(tmp_path, "token", "admin-pat-rotated")
+        del data.tokens["admin-pat"]
+        synced = await sync_all(connector)
+        assert connector.client.http.stats.requests > 10
+    finally:
+        await connector.close()
+        await sandbox.stop()
+    assert synced.ids("space") == list(data.spaces)  # every space, not just the ones anonymous users see
+    assert synced.grant_ids() == expected_grant_ids(data)
+    assert settings.access_token is not None
+    assert settings.access_token.get_secret_value() == "admin-pat-rotated"
+
+
+async def test_revoked_token_mid_sync_fails_rather_than_syncing_what_anonymous_sees() -> None:
+    data = sandbox_data.small()
+    async with running("9.2", data=data) as (_, connector):
+        await connector.validate()
+        del data.tokens["admin-pat"]  # revoked in Confluence, nothing rotated
+        with pytest.raises(ConnectorError) as err:
+            await ConnectorRuntime(connector).list_resources(
+                resource_pb2.ResourcesServiceListResourcesRequest(resource_type_id="space")
+            )
+    anonymous_view = [k for k in data.spaces if data.can_view(None, k)]
+    assert anonymous_view, "the data set should have spaces open to anonymous readers"
+    assert err.value.code == grpc.StatusCode.UNAUTHENTICATED
+    assert "anonymous" in err.value.message and "invalid, expired or revoked" in err.value.message
+    assert "admin-pat" not in err.value.message
+
+
+async def test_rotated_password_file_is_used_after_the_401(tmp_path: Path) -> None:
+    data = sandbox_data.small()
+    sandbox = await start_confluence_sandbox(data, SandboxConfig(version="8.5"))
+    _swap(tmp_path, "password", "admin")
+    settings = parse_settings(
+        ConfluenceSettings,
+        ["--hostname", sandbox.base_url, "--username", "admin"],
+        env={"BATON_PASSWORD_FILE": str(tmp_path / "password")},
+    )
+    connector = ConfluenceConnector(settings)
+    try:
+        assert await connector.validate() == []
+        data.users["admin"].password = "n3w-Passw0rd"
+        _swap(tmp_path, "password", "n3w-Passw0rd")
+        synced = await sync_all(connector)
+    finally:
+        await connector.close()
+        await sandbox.stop()
+    assert synced.grant_ids() == expected_grant_ids(data)
+    assert sandbox.stats.unauthorized == 1  # one 401, then the new password

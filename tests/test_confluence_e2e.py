@@ -32,8 +32,16 @@ async def test_run_sync_writes_everything_and_expands_group_permissions(version:
     assert report.resources == {"user": len(data.users), "group": len(data.groups), "space": len(data.spaces)}
     assert report.entitlements == len(data.groups) + 14 * len(data.spaces)
     assert report.upstream_requests > 0
+    # Anonymous permissions and alias keys are no grants, but the report counts them.
     anonymous = sum(1 for _, p in data.iter_permissions() if p[1] == "anonymous")
+    assert anonymous > 0
     assert report.connector_counters["space_permissions_anonymous_skipped"] == anonymous
+    if version == "7.19":  # JSON-RPC returns EXPORTPAGE next to every VIEWSPACE entry; REST has no aliases
+        viewspace = sum(1 for _, p in data.iter_permissions() if p[0] == "VIEWSPACE")
+        assert report.connector_counters["space_permissions_alias_skipped"] == viewspace
+    else:
+        assert "space_permissions_alias_skipped" not in report.connector_counters
+    assert report.to_dict()["connector_counters"] == report.connector_counters
 
     with C1zReader(out) as reader:
         assert {rt.id for rt in reader.resource_types()} == {"user", "group", "space"}
@@ -54,6 +62,17 @@ async def test_run_sync_writes_everything_and_expands_group_permissions(version:
                     )
                 )
                 assert grants, f"{member} should hold edit-space on {key} through {name}"
+
+
+async def test_each_sync_of_a_long_lived_connector_reports_its_own_counters(tmp_path: Path) -> None:
+    data = sandbox_data.small()
+    anonymous = sum(1 for _, p in data.iter_permissions() if p[1] == "anonymous")
+    async with running("9.2", data=data) as (_, connector):
+        runtime = ConnectorRuntime(connector)
+        first = await run_sync(runtime, tmp_path / "first.c1z", SyncOptions(skip_expand_grants=True))
+        second = await run_sync(runtime, tmp_path / "second.c1z", SyncOptions(skip_expand_grants=True))
+    assert first.connector_counters["space_permissions_anonymous_skipped"] == anonymous
+    assert second.connector_counters == first.connector_counters  # not accumulated across syncs
 
 
 async def test_sync_over_grpc_matches_in_process(tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ import json
 import string
 
 import grpc
+import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from google.protobuf import struct_pb2
 
 from connector.pb.c1.connector.v2 import (
@@ -18,10 +19,12 @@ from connector.pb.c1.connector.v2 import (
     resource_pb2,
 )
 from connector.sandbox.confluence import data as sandbox_data
+from connector.sandbox.confluence.server import SandboxConfig
 from connector.sdk import model
 from connector.sdk.crypto import (
     PROVIDER_JWK,
     CredentialHelper,
+    PrivateKey,
     decrypt_encrypted_data,
     encrypt_password_for,
     new_client_secret,
@@ -185,7 +188,7 @@ def _account(username: str, email: str, display: str) -> resource_pb2.AccountInf
     return resource_pb2.AccountInfo(login=username, profile=profile)
 
 
-def _jwk_config(key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey) -> resource_pb2.EncryptionConfig:
+def _jwk_config(key: PrivateKey) -> resource_pb2.EncryptionConfig:
     return resource_pb2.EncryptionConfig(
         provider=PROVIDER_JWK,
         jwk_public_key_config=resource_pb2.EncryptionConfig.JWKPublicKeyConfig(
@@ -237,36 +240,45 @@ async def test_create_account_with_random_password_returns_it_encrypted_to_each_
     data = sandbox_data.small()
     okp = ed25519.Ed25519PrivateKey.generate()
     p256 = ec.generate_private_key(ec.SECP256R1())
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     options = resource_pb2.CredentialOptions(
         random_password=resource_pb2.CredentialOptions.RandomPassword(
             length=24,
             constraints=[resource_pb2.PasswordConstraint(char_set=string.digits, min_count=3)],
         )
     )
-    async with running("9.2", data=data) as (_, connector):
+    async with running("9.2", data=data) as (sandbox, connector):
         rt = ConnectorRuntime(connector, provisioning=True, credentials=CredentialHelper(None))
         resp = await rt.create_account(
             resource_pb2.CreateAccountRequest(
                 account_info=_account("rnd.user", "rnd@example.com", "Random User"),
                 credential_options=options,
-                encryption_configs=[_jwk_config(okp), _jwk_config(p256)],
+                encryption_configs=[_jwk_config(okp), _jwk_config(p256), _jwk_config(rsa_key)],
             )
         )
-    assert resp.WhichOneof("result") == "success"
-    received = data.users["rnd.user"].password
-    assert received is not None and len(received) == 24
-    assert sum(c in string.digits for c in received) >= 3
-    assert len(resp.encrypted_data) == 2
-    keys: tuple[ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey, ...] = (okp, p256)
-    for item, key in zip(resp.encrypted_data, keys, strict=True):
-        assert decrypt_encrypted_data(item, key).decode() == received
-        assert received.encode() not in item.encrypted_bytes
+        assert resp.WhichOneof("result") == "success"
+        received = data.users["rnd.user"].password
+        assert received is not None and len(received) == 24
+        assert sum(c in string.digits for c in received) >= 3
+        assert len(resp.encrypted_data) == 3
+        keys: tuple[PrivateKey, ...] = (okp, p256, rsa_key)
+        decrypted = [
+            decrypt_encrypted_data(item, key).decode()
+            for item, key in zip(resp.encrypted_data, keys, strict=True)
+        ]
+        assert decrypted == [received] * 3
+        for item in resp.encrypted_data:
+            assert received.encode() not in item.encrypted_bytes
+        # What each recipient decrypts is a working Confluence password for the new account.
+        async with httpx.AsyncClient(auth=("rnd.user", decrypted[0])) as http:
+            me = await http.get(sandbox.base_url + "/rest/api/user/current")
+        assert me.status_code == 200 and me.json()["username"] == "rnd.user"
 
 
 async def test_create_account_with_encrypted_password_uses_the_supplied_one() -> None:
     data = sandbox_data.small()
     _, key = new_client_secret()
-    async with running("9.2", data=data) as (_, connector):
+    async with running("9.2", data=data) as (sandbox, connector):
         rt = ConnectorRuntime(connector, provisioning=True, credentials=CredentialHelper(key))
         resp = await rt.create_account(
             resource_pb2.CreateAccountRequest(
@@ -274,10 +286,13 @@ async def test_create_account_with_encrypted_password_uses_the_supplied_one() ->
                 credential_options=encrypt_password_for(key, "Chosen-by-C1-42!"),
             )
         )
-    assert resp.WhichOneof("result") == "success"
-    assert data.users["enc.user"].password == "Chosen-by-C1-42!"
-    assert not data.users["enc.user"].notify_via_email
-    assert not resp.encrypted_data  # the requester chose it: nothing is sent back
+        assert resp.WhichOneof("result") == "success"
+        assert data.users["enc.user"].password == "Chosen-by-C1-42!"
+        assert not data.users["enc.user"].notify_via_email
+        assert not resp.encrypted_data  # the requester chose it: nothing is sent back
+        async with httpx.AsyncClient(auth=("enc.user", "Chosen-by-C1-42!")) as http:
+            me = await http.get(sandbox.base_url + "/rest/api/user/current")
+        assert me.status_code == 200 and me.json()["username"] == "enc.user"
 
 
 async def test_create_account_errors_are_clear() -> None:
@@ -310,3 +325,25 @@ async def test_create_account_errors_are_clear() -> None:
             )
         assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert "8.4" in err.value.message
+
+
+async def test_json_rpc_writes_refusing_tokens_say_to_use_basic_auth() -> None:
+    data = sandbox_data.small()
+    user = next(u for u in data.users.values() if u.licensed and not data.groups["Dev Ops"].has(u.username))
+    config = SandboxConfig(version="7.19", rpc_accepts_bearer=False)
+    async with running("7.19", data=data, config=config) as (_, connector):
+        rt = ConnectorRuntime(connector, provisioning=True)
+        with pytest.raises(ConnectorError) as member_err:
+            await rt.grant(_grant_req("group", "Dev Ops", "member", _res("user", user.username)))
+        with pytest.raises(ConnectorError) as space_err:
+            await rt.grant(_grant_req("space", "ENG", "view", _res("user", user.username)))
+    assert member_err.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert "--username/--password" in member_err.value.message and "Dev Ops" in member_err.value.message
+    assert space_err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "JSON-RPC remote API" in space_err.value.message
+    assert not data.groups["Dev Ops"].has(user.username)
+    basic = ("--username", "admin", "--password", "admin")
+    async with running("7.19", data=data, config=config, args=basic, token=None) as (_, connector):
+        rt = ConnectorRuntime(connector, provisioning=True)
+        await rt.grant(_grant_req("group", "Dev Ops", "member", _res("user", user.username)))
+    assert data.groups["Dev Ops"].has(user.username)

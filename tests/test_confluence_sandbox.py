@@ -187,11 +187,13 @@ async def test_admin_create_user_validation() -> None:
     assert full.status_code == 402  # every license is in use
 
 
-async def test_runnable_by_itself() -> None:
+async def test_runnable_by_itself_as_python_m_connector_sandbox_confluence() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "connector.sandbox.confluence.server",
+        "connector",
+        "sandbox",
+        "confluence",
         "--port",
         "0",
         "--version",
@@ -211,3 +213,32 @@ async def test_runnable_by_itself() -> None:
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+async def test_short_pages_link_to_the_next_item_and_missing_endpoints_are_404() -> None:
+    data = sandbox_data.small()
+    config = SandboxConfig(
+        version="9.2",
+        caps=PageCaps(user_list=10),
+        short_page_every=2,
+        without=frozenset({"GET /rest/api/admin/users/list/active"}),
+    )
+    sandbox = await start_confluence_sandbox(data, config)
+    try:
+        async with httpx.AsyncClient(headers=ADMIN) as http:
+            seen: list[str] = []
+            sizes: list[int] = []
+            url = sandbox.base_url + "/rest/api/user/list?limit=100"
+            while True:
+                page = (await http.get(url)).json()
+                seen += [u["username"] for u in page["results"]]
+                sizes.append(page["size"])
+                if "next" not in page["_links"]:
+                    break
+                url = page["_links"]["base"] + page["_links"]["next"]
+            gone = await http.get(sandbox.base_url + "/rest/api/admin/users/list/active")
+    finally:
+        await sandbox.stop()
+    assert seen == list(data.users)  # nothing lost, nothing repeated
+    assert 9 in sizes[:-1] and 10 in sizes  # short pages that are not the last
+    assert gone.status_code == 404

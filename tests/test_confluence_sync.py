@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 
 from connector.pb.c1.connector.v2 import annotation_grant_pb2, annotation_trait_pb2, entitlement_pb2
 from connector.sandbox.confluence import data as sandbox_data
@@ -234,3 +235,104 @@ async def test_7_19_without_remote_api_lists_users_from_memberships_and_says_so(
     for res in synced.resources["user"]:
         trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
         assert trait is not None and trait.status.status == Status.STATUS_UNSPECIFIED
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+async def test_pages_cut_short_by_the_server_never_end_a_listing(version: str) -> None:
+    # Every other page of every listing comes back one short of the server's own limit with more to
+    # follow: a client that took a short page for the last one would lose users, groups, members, spaces.
+    data = sandbox_data.generate(users=120, groups=14, memberships=400, spaces=18, seed=11)
+    config = SandboxConfig(version=version, caps=TINY_CAPS, short_page_every=2)
+    async with running(version, data=data, config=config) as (sandbox, connector):
+        synced = await sync_all(connector)
+        routes = dict(sandbox.stats.by_route)
+    assert synced.ids("user") == list(data.users)
+    assert synced.ids("group") == list(data.groups)
+    assert synced.ids("space") == list(data.spaces)
+    assert synced.grant_ids() == expected_grant_ids(data)
+    # Listings really were paged (and cut short) everywhere.
+    assert routes["GET /rest/api/group/*/member"] > len(data.groups)
+    assert routes["GET /rest/api/space"] > len(data.spaces) // TINY_CAPS.space
+
+
+async def test_targeted_get_reports_the_real_status_before_8_4() -> None:
+    data = sandbox_data.small()
+    disabled = next(u for u in data.users.values() if not u.active)
+    enabled = next(u for u in data.users.values() if u.active and u.username != "admin")
+    async with running("7.19", data=data) as (sandbox, connector):
+        users = connector.syncers()[0]
+        got = {
+            u.username: await users.get(model.resource_id("user", u.username), None)  # type: ignore[attr-defined]
+            for u in (disabled, enabled)
+        }
+        rpc_calls = sandbox.stats.by_route["POST /rpc/json-rpc/confluenceservice-v2/*"]
+    for user in (disabled, enabled):
+        trait = model.find_annotation(got[user.username].annotations, annotation_trait_pb2.UserTrait)
+        assert trait is not None
+        assert trait.status.status == (Status.STATUS_ENABLED if user.active else Status.STATUS_DISABLED)
+        assert trait.profile.fields["user_key"].string_value == user.user_key
+    assert rpc_calls >= 2  # 7.19 has no account state over REST: JSON-RPC isActiveUser
+
+
+async def test_9x_without_the_active_users_listing_syncs_users_without_emails() -> None:
+    data = sandbox_data.small()
+    config = SandboxConfig(version="9.2", without=frozenset({"GET /rest/api/admin/users/list/active"}))
+    async with running("9.2", data=data, config=config) as (_, connector):
+        missing: list[str] = []
+        connector.on_capability_missing(missing.append)
+        synced = await sync_all(connector)
+        counters = connector.sync_counters()
+    assert synced.ids("user") == list(data.users)
+    for res in synced.resources["user"]:
+        trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
+        assert trait is not None and not trait.emails
+        active = data.users[res.id.resource].active
+        assert trait.status.status == (Status.STATUS_ENABLED if active else Status.STATUS_DISABLED)
+    assert counters["capability_missing.user_emails"] >= 1
+    assert "user_emails" in missing  # the metrics hook hears about it
+
+
+async def test_capability_hook_and_counter_fire_for_each_unreadable_space() -> None:
+    data = sandbox_data.small()
+    config = SandboxConfig(version="8.5", remote_api_enabled=False)
+    async with running("8.5", data=data, config=config) as (_, connector):
+        missing: list[str] = []
+        connector.on_capability_missing(missing.append)
+        with structlog.testing.capture_logs() as logs:
+            await sync_all(connector)
+    assert missing == ["space_permissions"] * len(data.spaces)
+    warnings = [e for e in logs if e["event"] == "confluence_capability_missing"]
+    assert len(warnings) == 1  # one clear log line, not one per space
+    assert "Remote API" in warnings[0]["detail"]
+
+
+async def test_requests_in_flight_never_exceed_the_configured_concurrency() -> None:
+    data = sandbox_data.generate(users=600, groups=40, memberships=1500, spaces=30, seed=5)
+    config = SandboxConfig(
+        version="8.5", caps=TINY_CAPS.__class__(user_list=20, group_member=10), latency=0.002
+    )
+    async with running("8.5", data=data, config=config, args=("--request-concurrency", "3")) as (
+        sandbox,
+        connector,
+    ):
+        synced = await sync_all(connector)
+        peak = sandbox.stats.max_in_flight
+    assert synced.grant_ids() == expected_grant_ids(data)
+    assert peak == 3  # used to the full, never beyond
+
+
+async def test_status_values_the_connector_cannot_read_are_asked_of_json_rpc() -> None:
+    data = sandbox_data.small()
+    config = SandboxConfig(version="8.5", user_status_values=("licensed", "locked"))
+    async with running("8.5", data=data, config=config) as (sandbox, connector):
+        synced = await sync_all(connector)
+        counters = connector.sync_counters()
+        rpc_calls = sandbox.stats.by_route["POST /rpc/json-rpc/confluenceservice-v2/*"]
+    assert any(not u.active for u in data.users.values())
+    for res in synced.resources["user"]:
+        trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
+        assert trait is not None
+        active = data.users[res.id.resource].active
+        assert trait.status.status == (Status.STATUS_ENABLED if active else Status.STATUS_DISABLED)
+    assert counters["user_status_from_json_rpc"] == 1  # one call for every user, not one per user
+    assert rpc_calls <= 2 + len(data.spaces)  # version probe + getActiveUsers + permission sets

@@ -15,19 +15,23 @@ does not line up (a server that returned fewer items than its limit) ends the wi
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 
+from connector.apps.confluence_datacenter.transport import AiohttpTransport
+from connector.apps.confluence_datacenter.transport import wanted as transport_wanted
 from connector.ops.logging import get_logger
+from connector.ops.secrets import BasicAuth, BearerAuth, SecretSource
 from connector.sdk.errors import UpstreamError, invalid_argument
-from connector.sdk.http import RetryPolicy, UpstreamClient
+from connector.sdk.http import RetryPolicy, UpstreamClient, error_detail, rate_limit_info
 
 log = get_logger(__name__)
 
@@ -133,6 +137,78 @@ class Pacer:
                 await asyncio.sleep((1.0 - self._tokens) / self.rate)
 
 
+def answered_as_anonymous(response: httpx.Response) -> bool:
+    """Confluence ran the request as the anonymous user (`X-AUSERNAME: anonymous`).
+
+    That is how it treats an unknown, expired or revoked personal access token: no 401, just a 200 with
+    whatever anonymous users may see (e.g. only the spaces open to anonymous readers).
+    """
+    value: str = response.headers.get("x-ausername", "")
+    return value.strip().lower() == "anonymous"
+
+
+class AnonymousAnswer(UpstreamError):
+    """A token-authenticated request that Confluence answered as the anonymous user."""
+
+
+class PatAuth(BearerAuth):
+    """`Authorization: Bearer <PAT>` from a SecretSource, re-reading a rotated token file when the server
+    answers 401 *or* as the anonymous user (what Confluence does with a token it no longer knows), so a
+    rotation is picked up by the very next request instead of after the file-check interval."""
+
+    def __init__(self, token: SecretSource) -> None:
+        super().__init__(token)
+        self._source = token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        sent = self._source.get()
+        request.headers["Authorization"] = f"Bearer {sent}"
+        response = yield request
+        # The remote API (/rpc/) may refuse tokens by design (answering as anonymous): not a rotation.
+        refused = response.status_code == 401 or (
+            answered_as_anonymous(response) and "/rpc/json-rpc/" not in request.url.path
+        )
+        if refused:
+            retry = _rotated(self._source, sent)
+            if retry is not None:
+                request.headers["Authorization"] = f"Bearer {retry}"
+                yield request
+
+
+class PasswordAuth(BasicAuth):
+    """HTTP Basic whose password follows its file: on a 401 the file is re-read and the request retried."""
+
+    def __init__(self, username: str, password: SecretSource) -> None:
+        super().__init__(username, password)
+        self._user = username
+        self._source = password
+
+    def _header(self, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{self._user}:{password}".encode()).decode("ascii")
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        sent = self._source.get()
+        request.headers["Authorization"] = self._header(sent)
+        response = yield request
+        if response.status_code == 401:
+            retry = _rotated(self._source, sent)
+            if retry is not None:
+                request.headers["Authorization"] = self._header(retry)
+                yield request
+
+
+def _rotated(source: SecretSource, sent: str) -> str | None:
+    """The secret to retry with after `sent` was refused, or None when it has not changed.
+
+    Requests in flight during a rotation all get refused; the first one re-reads the file, the others
+    find the value already changed and retry with it.
+    """
+    current = source.get()
+    if current == sent and source.force_reload("Confluence did not accept the credentials"):
+        current = source.get()
+    return current if current != sent else None
+
+
 class RpcError(Exception):
     """A JSON-RPC call answered with an error object (e.g. NotPermittedException)."""
 
@@ -199,7 +275,9 @@ class ConfluenceClient:
             rate_limit=rate_limit,
             retry=retry or RetryPolicy(),
             verify=verify,
-            transport=transport,
+            # aiohttp on the wire, httpx above it: half the CPU per response (see transport.py).
+            transport=transport
+            or (AiohttpTransport(verify=verify, max_connections=concurrency) if transport_wanted() else None),
         )
         # Paced from the server's X-RateLimit-* headers unless the operator fixed a rate.
         self._auto_pace = rate_limit is None
@@ -256,6 +334,8 @@ class ConfluenceClient:
     ) -> httpx.Response:
         if self._pacer is not None:
             await self._pacer.acquire()
+        # 401 and 403 are taken here to tell "the token was not accepted" (Confluence answers such requests
+        # as the anonymous user) from real refusals; neither is ever retried.
         response = await self.http.request(
             method,
             route,
@@ -264,9 +344,33 @@ class ConfluenceClient:
             params=params,
             json=json_body,
             headers={"Content-Type": "application/json"} if method != "GET" else None,
-            expect=expect,
+            expect=(*expect, 401, 403),
         )
         self._observe(response)
+        anonymous = (
+            self.auth_mode == "token" and not route.startswith(RPC_BASE) and answered_as_anonymous(response)
+        )
+        if anonymous:
+            # Never read what anonymous users may see as if it were the whole instance.
+            raise AnonymousAnswer(
+                UPSTREAM,
+                method,
+                route,
+                401,
+                "Confluence answered as the anonymous user: the personal access token (--access-token / "
+                "BATON_ACCESS_TOKEN) is invalid, expired or revoked",
+            )
+        if response.status_code not in expect:
+            detail, body = error_detail(response)
+            raise UpstreamError(
+                UPSTREAM,
+                method,
+                route,
+                response.status_code,
+                detail,
+                body=body,
+                rate_limit=rate_limit_info(response),
+            )
         return response
 
     async def get_json(
@@ -323,50 +427,52 @@ class ConfluenceClient:
             return self._caps
 
     async def _detect(self) -> Capabilities:
-        # 1. REST server-information (9.x).
-        try:
-            info = await self.get_json("/rest/api/server-information")
-            version = _parse_version(str(info.get("version", ""))) if isinstance(info, dict) else None
-            if version is not None:
-                rpc = await self._rpc_probe()
-                return Capabilities(version, "server-information", rpc)
-        except UpstreamError as err:
-            if err.status not in (403, 404, 405):
-                raise
-        # 2. JSON-RPC getServerInfo (every version while the remote API is on).
-        try:
-            info = await self.rpc("getServerInfo")
-            if isinstance(info, dict) and "majorVersion" in info:
-                version = (
-                    int(info.get("majorVersion", 0)),
-                    int(info.get("minorVersion", 0)),
-                    int(info.get("patchLevel", 0)),
-                )
-                return Capabilities(version, "json-rpc", True)
-        except (RpcUnavailable, RpcError):
-            pass
-        except UpstreamError as err:
-            if err.status not in (401, 403):
-                raise
-        # 3. Probe the endpoint that matters most: /user/list exists from 8.4.
+        # REST server-information (9.x) and JSON-RPC getServerInfo (every version while the remote API is
+        # on) are asked at once: one round trip instead of two on every version.
+        rest, rpc = await asyncio.gather(self._rest_version(), self._rpc_version())
+        rpc_ok, rpc_version = rpc
+        if rest is not None:
+            return Capabilities(rest, "server-information", rpc_ok)
+        if rpc_version is not None:
+            return Capabilities(rpc_version, "json-rpc", True)
+        # Neither answered: probe the endpoint that matters most, /user/list exists from 8.4.
         try:
             await self.get_json("/rest/api/user/list", params={"limit": 1})
-            return Capabilities((8, 4, 0), "probe", False)
+            return Capabilities((8, 4, 0), "probe", rpc_ok)
         except UpstreamError as err:
             if err.status == 404:
-                return Capabilities((7, 0, 0), "probe", False)
+                return Capabilities((7, 0, 0), "probe", rpc_ok)
             raise
 
-    async def _rpc_probe(self) -> bool:
+    async def _rest_version(self) -> Version | None:
         try:
-            await self.rpc("getServerInfo")
-            return True
+            info = await self.get_json("/rest/api/server-information")
+        except UpstreamError as err:
+            if err.status in (403, 404, 405) and not isinstance(err, AnonymousAnswer):
+                return None
+            raise
+        return _parse_version(str(info.get("version", ""))) if isinstance(info, dict) else None
+
+    async def _rpc_version(self) -> tuple[bool, Version | None]:
+        """(the remote API answered, the version it reported)."""
+        try:
+            info = await self.rpc("getServerInfo")
         except (RpcUnavailable, RpcError):
-            return False
+            return False, None
         except UpstreamError as err:
             if err.status in (401, 403):
-                return False
+                return False, None
             raise
+        if not isinstance(info, dict) or "majorVersion" not in info:
+            return True, None
+        try:
+            return True, (
+                int(info.get("majorVersion", 0)),
+                int(info.get("minorVersion", 0)),
+                int(info.get("patchLevel", 0)),
+            )
+        except (TypeError, ValueError):
+            return True, None
 
     # --- paging -----------------------------------------------------------------------------------
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import grpc
 import httpx
 from google.protobuf.message import Message
 
 from connector.apps.confluence_datacenter.accounts import ConfluenceAccountManager
-from connector.apps.confluence_datacenter.client import ConfluenceClient
+from connector.apps.confluence_datacenter.client import (
+    AnonymousAnswer,
+    ConfluenceClient,
+    PasswordAuth,
+    PatAuth,
+)
 from connector.apps.confluence_datacenter.common import USER, SyncState
 from connector.apps.confluence_datacenter.groups import GroupMembers, GroupSyncer
 from connector.apps.confluence_datacenter.settings import ConfluenceSettings
 from connector.apps.confluence_datacenter.spaces import SpaceSyncer
 from connector.apps.confluence_datacenter.users import UserSyncer
 from connector.ops.logging import get_logger, register_secret
-from connector.ops.secrets import BasicAuth, BearerAuth, SecretSource
+from connector.ops.secrets import SecretSource
 from connector.ops.settings import SettingsError
 from connector.pb.c1.connector.v2 import annotation_external_link_pb2, connector_pb2, resource_pb2
 from connector.sdk import model
@@ -28,6 +35,10 @@ from connector.sdk.interface import AccountManager, Connector, ResourceSyncer
 log = get_logger(__name__)
 
 DISPLAY_NAME = "Confluence Data Center"
+_INVALID_TOKEN = (
+    "the personal access token (--access-token / BATON_ACCESS_TOKEN) is invalid, expired or revoked: "
+    "Confluence answered as the anonymous user"
+)
 
 
 def _tls_failure(err: UpstreamError) -> bool:
@@ -65,10 +76,11 @@ class ConfluenceConnector(Connector):
                 hostname=settings.hostname,
                 detail="--insecure-skip-verify is set: the Confluence server's certificate is NOT checked",
             )
-        # Secrets given as files are re-read when Kubernetes rotates them (ops.secrets).
-        token_auth = BearerAuth(SecretSource(settings, "access_token")) if token else None
+        # Secrets given as files are re-read when Kubernetes rotates them (ops.secrets); a token is also
+        # re-read at once when Confluence stops accepting it (it answers as anonymous, not 401).
+        token_auth = PatAuth(SecretSource(settings, "access_token")) if token else None
         basic_auth = (
-            BasicAuth(settings.username, SecretSource(settings, "password"))
+            PasswordAuth(settings.username, SecretSource(settings, "password"))
             if not token and settings.username and password
             else None
         )
@@ -149,10 +161,18 @@ class ConfluenceConnector(Connector):
         # Every sync starts with Validate (and reads sync_counters() after Cleanup): a fresh report.
         self.state.reset()
         host = self.settings.hostname
-        try:
-            me = await self.client.current_user()
-        except UpstreamError as err:
-            raise self._validation_error(err) from err
+        # Who we are and what the server is, in one round trip.
+        outcomes: tuple[Any, ...] = await asyncio.gather(
+            self.client.current_user(), self.client.capabilities(), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, AnonymousAnswer):
+                raise ConnectorError(grpc.StatusCode.UNAUTHENTICATED, _INVALID_TOKEN) from outcome
+            if isinstance(outcome, UpstreamError):
+                raise self._validation_error(outcome) from outcome
+            if isinstance(outcome, BaseException):
+                raise outcome
+        me = outcomes[0]
         if not isinstance(me, dict):
             raise ConnectorError(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -161,10 +181,7 @@ class ConfluenceConnector(Connector):
             )
         if me.get("type") == "anonymous" or not me.get("userKey"):
             if self.client.auth_mode == "token":
-                message = (
-                    "the personal access token (--access-token / BATON_ACCESS_TOKEN) is invalid, expired or "
-                    "revoked: Confluence answered as the anonymous user"
-                )
+                message = _INVALID_TOKEN
             else:
                 message = "Confluence answered as the anonymous user: the credentials were not accepted"
             raise ConnectorError(grpc.StatusCode.UNAUTHENTICATED, message)
@@ -175,18 +192,23 @@ class ConfluenceConnector(Connector):
         probes = ["/rest/api/group"]
         if caps.list_users_rest:
             probes.append("/rest/api/user/list")
-        for route in probes:
-            try:
-                await self.client.get_json(route, params={"limit": 1})
-            except UpstreamError as err:
-                if err.status in (401, 403):
+        probed = await asyncio.gather(
+            *(self.client.get_json(route, params={"limit": 1}) for route in probes), return_exceptions=True
+        )
+        for route, outcome in zip(probes, probed, strict=True):
+            if isinstance(outcome, AnonymousAnswer):
+                raise ConnectorError(grpc.StatusCode.UNAUTHENTICATED, _INVALID_TOKEN) from outcome
+            if isinstance(outcome, UpstreamError):
+                if outcome.status in (401, 403):
                     raise ConnectorError(
                         grpc.StatusCode.PERMISSION_DENIED,
                         f"the Confluence user {username!r} lacks administrator rights: listing {route} "
-                        f"answered HTTP {err.status}. The connector needs the 'Confluence Administrator' "
+                        f"answered HTTP {outcome.status}. The connector needs the 'Confluence Administrator' "
                         "(or System Administrator) global permission",
-                    ) from err
-                raise self._validation_error(err) from err
+                    ) from outcome
+                raise self._validation_error(outcome) from outcome
+            if isinstance(outcome, BaseException):
+                raise outcome
         if not caps.space_permissions_rest and not caps.rpc:
             log.warning(
                 "confluence_space_permissions_unavailable",

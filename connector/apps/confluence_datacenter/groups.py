@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from connector.apps.confluence_datacenter.client import ConfluenceClient, Json, RpcError, RpcUnavailable
-from connector.apps.confluence_datacenter.common import GROUP, MEMBER, USER, SyncState
+from connector.apps.confluence_datacenter.common import GROUP, MEMBER, USER, GrantFactory, SyncState
 from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk import model
 from connector.sdk.errors import ConnectorError, UpstreamError, invalid_argument, not_found
@@ -124,11 +124,9 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                     self.state.count("groups_vanished")
                     return Page()
                 raise
-        grants = [
-            model.new_grant(resource, MEMBER, model.resource_id(USER.id, str(p["username"])))
-            for p in people
-            if isinstance(p.get("username"), str)
-        ]
+        grant = GrantFactory(resource, MEMBER)
+        user = USER.id
+        grants = [grant(user, p["username"]) for p in people if isinstance(p.get("username"), str)]
         return Page(grants, token)
 
     # --- provisioning ---------------------------------------------------------------------------
@@ -182,4 +180,14 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                 f"changing group membership on this Confluence version needs the JSON-RPC remote API: {err}",
             ) from err
         except RpcError as err:
-            raise ConnectorError(grpc.StatusCode.FAILED_PRECONDITION, str(err)) from err
+            refused = "NotPermitted" in err.message
+            # Whether the remote API honours a personal access token is undocumented; Basic auth always works.
+            hint = (
+                " (the JSON-RPC remote API may not accept personal access tokens: use --username/--password)"
+                if refused and self.client.auth_mode == "token"
+                else ""
+            )
+            raise ConnectorError(
+                grpc.StatusCode.PERMISSION_DENIED if refused else grpc.StatusCode.FAILED_PRECONDITION,
+                f"changing the membership of {username!r} in group {group!r}: {err}{hint}",
+            ) from err

@@ -28,6 +28,7 @@ from connector.apps.confluence_datacenter.common import (
     SPACE,
     SPACE_PERMISSIONS,
     USER,
+    GrantFactory,
     SpacePermission,
     SyncState,
     group_member_entitlement_id,
@@ -209,23 +210,21 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
             return Page()
         grants: list[grant_pb2.Grant] = []
         seen: set[tuple[str, Subject]] = set()
+        factories: dict[str, GrantFactory] = {}
         for perm, subject in permissions:
             if (perm.slug, subject) in seen:
                 continue
             seen.add((perm.slug, subject))
             kind, name = subject
             assert name is not None
+            grant = factories.get(perm.slug)
+            if grant is None:
+                grant = factories[perm.slug] = GrantFactory(resource, perm.slug)
             if kind == "user":
-                grants.append(model.new_grant(resource, perm.slug, model.resource_id(USER.id, name)))
+                grants.append(grant(USER.id, name))
             else:
-                grants.append(
-                    model.new_grant(
-                        resource,
-                        perm.slug,
-                        model.resource_id(GROUP.id, name),
-                        annotations=[model.expandable([group_member_entitlement_id(name)])],
-                    )
-                )
+                # Members of the group hold the permission too: the engine derives their grants.
+                grants.append(grant(GROUP.id, name, [model.expandable([group_member_entitlement_id(name)])]))
         return Page(grants)
 
     # --- provisioning -------------------------------------------------------------------------------
