@@ -15,20 +15,21 @@ import grpc
 import httpx
 import pytest
 
-from connector.apps.atlassian.client import AtlassianClient
+from connector.apps.atlassian.client import AtlassianClient, admin_error
 from connector.apps.atlassian.connector import AtlassianConnector, build_connector
+from connector.apps.atlassian.errors import provisioning_error
 from connector.apps.atlassian.main import SPEC
 from connector.apps.atlassian.settings import DEFAULT_API_BASE_URL, AtlassianSettings
 from connector.c1z.reader import C1zReader
 from connector.cli import run_app
 from connector.ops.settings import SettingsError, parse_settings
-from connector.pb.c1.connector.v2 import annotation_ratelimit_pb2, connector_pb2
+from connector.pb.c1.connector.v2 import annotation_ratelimit_pb2, connector_pb2, resource_pb2
 from connector.sandbox.atlassian.server import start_atlassian_sandbox
-from connector.sdk.errors import ConnectorError
+from connector.sdk.errors import ConnectorError, UpstreamError
 from connector.sdk.http import RetryPolicy
 from connector.sdk.runtime import ConnectorRuntime
 from connector.sync.engine import SyncOptions, run_sync
-from tests.test_atlassian_support import SMALL, atlassian_env, list_all
+from tests.test_atlassian_support import SMALL, atlassian_env, grants_of, list_all
 
 KEY = "atl-key-SECRET-123456"
 VALIDATE = connector_pb2.ConnectorServiceValidateRequest()
@@ -159,6 +160,72 @@ async def test_validate_checks_the_scim_token() -> None:
         await sandbox.stop()
 
 
+async def test_api_key_follows_its_mounted_file(tmp_path: Path) -> None:
+    key_file = tmp_path / "api-token"
+    key_file.write_text("first-org-key-1234\n")
+    sandbox = await start_atlassian_sandbox(spec=SMALL, api_key="first-org-key-1234")
+    settings = parse_settings(
+        AtlassianSettings,
+        ["--api-base-url", sandbox.base_url, "--org", sandbox.org_id],
+        {"BATON_API_TOKEN_FILE": str(key_file)},
+    )
+    connector = build_connector(settings)
+    runtime = ConnectorRuntime(connector)
+    try:
+        await runtime.validate(VALIDATE)
+        # The key is rotated: Atlassian stops accepting the old one and the mounted Secret is swapped.
+        sandbox.options.api_key = "second-org-key-5678"
+        fresh = tmp_path / "api-token.new"
+        fresh.write_text("second-org-key-5678\n")
+        fresh.replace(key_file)
+        await runtime.validate(VALIDATE)  # the 401 makes the client re-read the file and retry
+        assert len(await list_all(runtime, "group")) == len(sandbox.state.groups)
+        # The same clients the requests went through are the ones exposed for metrics.
+        assert [c.name for c in connector.upstream_clients()] == ["atlassian"]
+        assert connector.upstream_clients()[0].stats.requests == sandbox.stats.requests - 1  # -1: the 401
+    finally:
+        await runtime.close()
+        await sandbox.stop()
+
+
+async def test_concurrency_is_bounded_by_the_setting() -> None:
+    async with atlassian_env(latency=0.01, flags=("--api-concurrency", "3")) as env:
+        await asyncio.gather(list_all(env.runtime, "user"), list_all(env.runtime, "api_token"))
+        for ws in await list_all(env.runtime, "workspace"):
+            await grants_of(env.runtime, ws)
+        assert 2 <= env.sandbox.stats.max_in_flight <= 3
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "expected"),
+    [
+        ("ADMIN-UAM-400-4", 400, "not licensed"),
+        ("ADMIN-403-5", 403, "identity provider"),
+        ("ADMIN-409-3", 409, "user limit"),
+        ("ADMIN-UAM-409-3", 409, "user limit"),
+        ("ADMIN-UAM-402-1", 402, "paid Atlassian subscription"),
+        ("ADMIN-UAM-400-2", 400, "not active"),
+    ],
+)
+def test_documented_refusals_become_failed_preconditions_quoting_atlassian(
+    code: str, status: int, expected: str
+) -> None:
+    body = {
+        "errors": [{"id": "x", "status": str(status), "code": code, "title": "Some Title", "detail": "d"}]
+    }
+    err = admin_error(
+        UpstreamError("atlassian", "POST", "/r", status, "refused", body=body),
+        "assign role r on w for user u",
+    )
+    mapped = provisioning_error(err, resource_id="ari:cloud:confluence::site/1", role="atlassian/user")
+    assert mapped.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert f"HTTP {status} {code} Some Title" in mapped.message and expected in mapped.message
+    # Anything undocumented keeps its status mapping and still quotes the envelope.
+    envelope = {"errors": [{"code": "ADMIN-409-5", "title": "T"}]}
+    other = admin_error(UpstreamError("atlassian", "DELETE", "/r", 409, "x", body=envelope), "a")
+    assert provisioning_error(other) is other and "ADMIN-409-5 T" in other.message
+
+
 # --- rate limits ------------------------------------------------------------------------------------------
 
 
@@ -226,8 +293,13 @@ async def test_after_a_429_requests_are_spread_out_not_herded() -> None:
 
 
 async def test_full_sync_to_c1z(tmp_path: Path) -> None:
-    async with atlassian_env(provisioning=False) as env:
+    # Only current APIs: the deprecated v2 GET user/group lists are switched off.
+    async with atlassian_env(provisioning=False, v2_get_sunset=True) as env:
         st = env.sandbox.state
+        (ws_id, role), gids = next((k, v) for k, v in sorted(st.roles.groups_by_role.items()) if v)
+        gid = sorted(gids)[0]
+        both = sorted(st.members(gid) - st.direct_users(ws_id, role))[0]
+        st.roles.seed("user", both, ws_id, role)
         out = tmp_path / "atlassian.c1z"
         report = await run_sync(env.runtime, out, SyncOptions(concurrency=4))
         assert report.resources == {
@@ -242,13 +314,25 @@ async def test_full_sync_to_c1z(tmp_path: Path) -> None:
             assert {r.id for r in reader.resource_types()} == {"user", "group", "workspace", "api_token"}
             # Every (workspace, role) holder ends up with a grant: direct, or expanded from a group.
             for ws in st.workspaces.values():
-                for role in ws.roles:
-                    ent_id = f"workspace:{ws.id}:{role}"
+                for role_id in ws.roles:
+                    ent_id = f"workspace:{ws.id}:{role_id}"
                     holders = {
                         g.principal.id.resource
                         for g in reader.grants(entitlement_id=ent_id, principal_types=("user",))
                     }
-                    assert holders == st.effective_users(ws.id, role), ent_id
+                    assert holders == st.effective_users(ws.id, role_id), ent_id
+            # Held directly and through a group: one grant, both sources.
+            ent_id = f"workspace:{ws_id}:{role}"
+            (held,) = reader.grants(
+                entitlement_id=ent_id, principal=resource_pb2.ResourceId(resource_type="user", resource=both)
+            )
+            assert set(held.sources.sources) == {ent_id, f"group:{gid}:member"}
+            member = next(iter(st.members(gid) - st.direct_users(ws_id, role)))
+            (derived,) = reader.grants(
+                entitlement_id=ent_id,
+                principal=resource_pb2.ResourceId(resource_type="user", resource=member),
+            )
+            assert set(derived.sources.sources) == {f"group:{gid}:member"}
             gid = next(g for g in st.groups if st.members(g))
             members = {g.principal.id.resource for g in reader.grants(entitlement_id=f"group:{gid}:member")}
             assert members == st.members(gid)

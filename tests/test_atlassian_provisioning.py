@@ -4,6 +4,7 @@ workspace roles for users and groups, account creation by invitation and by SCIM
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import grpc
 import pytest
@@ -252,6 +253,37 @@ async def test_documented_role_errors_are_failed_preconditions() -> None:
         assert info.value.code == grpc.StatusCode.NOT_FOUND
 
 
+async def test_group_role_errors_name_the_problem() -> None:
+    async with atlassian_env() as env:
+        st = env.sandbox.state
+        conf, user_ent = await role_entitlement(env, "confluence", "atlassian/user")
+        gid = next(g for g in st.groups if st.members(g) and not st.roles.group_roles(g))
+        bad_role = entitlement_pb2.Entitlement()
+        bad_role.CopyFrom(user_ent)
+        bad_role.slug = "atlassian/customer"
+        bad_role.id = f"workspace:{conf}:atlassian/customer"
+        with pytest.raises(ConnectorError) as info:
+            await grant(env.runtime, bad_role, group_ref(gid))
+        assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "ADMIN-UAM-400-3" in info.value.message and "not available" in info.value.message
+        # A group whose members would exceed the product's seats.
+        full = next(w for w in st.workspaces.values() if w.capacity == st.seat_usage(w.id))
+        full_ent = await entitlement(env.runtime, await resource(env, "workspace", full.id), "atlassian/user")
+        outsiders = next(g for g in st.groups if st.members(g) - st.seat_holders(full.id))
+        with pytest.raises(ConnectorError) as info:
+            await grant(env.runtime, full_ent, group_ref(outsiders))
+        assert (
+            info.value.code == grpc.StatusCode.FAILED_PRECONDITION and "ADMIN-UAM-409-3" in info.value.message
+        )
+        assert not st.roles.has("group", outsiders, full.id, "atlassian/user")
+        with pytest.raises(ConnectorError) as info:
+            await grant(env.runtime, user_ent, group_ref("00000000-0000-4000-8000-000000000000"))
+        assert info.value.code == grpc.StatusCode.NOT_FOUND and "ADMIN-404-10" in info.value.message
+        with pytest.raises(ConnectorError) as info:
+            await revoke(env.runtime, user_ent, group_ref("00000000-0000-4000-8000-000000000000"))
+        assert info.value.code == grpc.StatusCode.NOT_FOUND
+
+
 async def test_revoke_right_after_grant_survives_replication_lag() -> None:
     async with atlassian_env(role_delay=0.3) as env:
         st = env.sandbox.state
@@ -269,7 +301,7 @@ async def test_revoke_right_after_grant_survives_replication_lag() -> None:
 # --- account creation ------------------------------------------------------------------------------
 
 
-def account_request(email: str, **extra: object) -> resource_pb2.CreateAccountRequest:
+def account_request(email: str, **extra: Any) -> resource_pb2.CreateAccountRequest:
     profile = struct_pb2.Struct()
     profile.update({"email": email, **extra})
     return resource_pb2.CreateAccountRequest(

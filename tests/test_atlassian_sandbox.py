@@ -39,7 +39,7 @@ def error_of(resp: httpx.Response) -> dict[str, str]:
     assert set(body) == {"errors"}
     err = body["errors"][0]
     assert err["status"] == str(resp.status_code)  # a string, as upstream
-    return err
+    return {str(k): str(v) for k, v in err.items()}
 
 
 async def test_generation_is_deterministic_per_seed() -> None:
@@ -241,7 +241,7 @@ async def test_removed_v1_apis_answer_not_found(sandbox: AtlassianSandbox) -> No
 
 def test_runs_as_a_command_and_prints_its_address() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "connector.sandbox.atlassian.server", "--accounts", "20", "--groups", "3"],
+        [sys.executable, "-m", "connector", "sandbox", "atlassian", "--accounts", "20", "--groups", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -258,3 +258,27 @@ def test_runs_as_a_command_and_prints_its_address() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("role_filter", ["effective", "direct"])
+async def test_role_filter_semantics_and_group_role_shape(role_filter: str) -> None:
+    sb = await start_atlassian_sandbox(spec=SMALL, role_filter=role_filter)
+    try:
+        st = sb.state
+        (ws, role), gids = next((k, v) for k, v in sorted(st.roles.groups_by_role.items()) if v)
+        async with http(sb) as c:
+            found = await c.post(
+                users_search(sb), json={"resourceIds": [ws], "roleIds": [role], "limit": 100}
+            )
+            ids = {u["accountId"] for u in found.json()["data"]}
+            want = st.effective_users(ws, role) if role_filter == "effective" else st.direct_users(ws, role)
+            assert ids == want and st.effective_users(ws, role) != st.direct_users(ws, role)
+            gid = sorted(gids)[0]
+            path = f"/admin/v2/orgs/{sb.org_id}/directories/-/groups/{gid}/role-assignments"
+            items = (await c.get(path, params={"resourceIds": ws})).json()["data"]
+            # Groups report plain role ids (no assignment methods), as jira.js types them.
+            assert [(i["resourceId"], role in i["roles"], "roleAssignments" in i) for i in items] == [
+                (ws, True, False)
+            ]
+    finally:
+        await sb.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ from google.protobuf import json_format
 
 from connector.apps.atlassian.client import R_API_TOKENS, R_DIRECTORIES, R_ORGS, R_USER_ROLES, R_WORKSPACES
 from connector.apps.atlassian.resources import roles_for
+from connector.c1z.reader import C1zReader
 from connector.pb.c1.connector.v2 import (
     annotation_entitlement_pb2,
     annotation_grant_pb2,
@@ -17,16 +20,24 @@ from connector.pb.c1.connector.v2 import (
     connector_pb2,
     resource_pb2,
 )
-from connector.sandbox.atlassian.data import OrgSpec
+from connector.sandbox.atlassian.data import OrgSpec, Workspace
 from connector.sdk import model
+from connector.sync.engine import SyncOptions, run_sync
 from tests.test_atlassian_support import (
     SMALL,
+    Env,
     atlassian_env,
     entitlements_of,
     grants_of,
     list_all,
 )
 
+ROLE_ASSIGNMENTS = (
+    "GET /admin/v2/orgs/{org_id}/directories/{directory_id}/users/{account_id}/role-assignments"
+)
+GROUP_ROLE_ASSIGNMENTS = (
+    "GET /admin/v2/orgs/{org_id}/directories/{directory_id}/groups/{group_id}/role-assignments"
+)
 Status = annotation_trait_pb2.UserTrait.Status
 AccountType = annotation_trait_pb2.UserTrait.AccountType
 
@@ -143,12 +154,20 @@ async def test_groups_members_and_read_only_idp_groups() -> None:
         assert synced_seen
 
 
-async def test_workspaces_roles_and_grants_to_users_and_groups() -> None:
-    async with atlassian_env() as env:
+@pytest.mark.parametrize("role_filter", ["effective", "direct"])
+async def test_workspaces_roles_and_grants_to_users_and_groups(role_filter: str) -> None:
+    # Whether Atlassian's role filter on user searches includes holders through groups is undocumented:
+    # the grants must be the same either way.
+    async with atlassian_env(role_filter=role_filter) as env:
         st = env.sandbox.state
+        # Someone who holds a role both directly and through a group (real organizations have many).
+        (ws_id, role), gids = next((k, v) for k, v in sorted(st.roles.groups_by_role.items()) if v)
+        gid = sorted(gids)[0]
+        both = sorted(st.members(gid) - st.direct_users(ws_id, role))[0]
+        st.roles.seed("user", both, ws_id, role)
         workspaces = await list_all(env.runtime, "workspace")
         assert sorted(w.id.resource for w in workspaces) == sorted(st.workspaces)
-        group_grants = 0
+        group_grants = direct_and_group = 0
         for res in workspaces:
             ws = st.workspaces[res.id.resource]
             ents = await entitlements_of(env.runtime, res)
@@ -156,15 +175,17 @@ async def test_workspaces_roles_and_grants_to_users_and_groups() -> None:
             assert all(e.id == f"workspace:{ws.id}:{e.slug}" for e in ents)
             assert all(sorted(t.id for t in e.grantable_to) == ["group", "user"] for e in ents)
             grants = await grants_of(env.runtime, res)
-            for role in ws.roles:
-                of_role = [g for g in grants if g.entitlement.id == f"workspace:{ws.id}:{role}"]
+            for role_id in ws.roles:
+                of_role = [g for g in grants if g.entitlement.id == f"workspace:{ws.id}:{role_id}"]
                 groups = {g.principal.id.resource for g in of_role if g.principal.id.resource_type == "group"}
                 users = {g.principal.id.resource for g in of_role if g.principal.id.resource_type == "user"}
-                assert groups == st.roles.groups_by_role.get((ws.id, role), set())
+                assert groups == st.roles.groups_by_role.get((ws.id, role_id), set())
+                # A user grant for exactly the direct assignments, group-covered or not.
+                assert users == st.direct_users(ws.id, role_id)
                 via_groups = set().union(*(st.members(g) for g in groups)) if groups else set()
                 # Direct grants plus what the group grants expand to is exactly who holds the role.
-                assert users | via_groups == st.effective_users(ws.id, role)
-                assert not users & via_groups
+                assert users | via_groups == st.effective_users(ws.id, role_id)
+                direct_and_group += len(users & via_groups)
                 for g in of_role:
                     exp = model.find_annotation(g.annotations, annotation_grant_pb2.GrantExpandable)
                     if g.principal.id.resource_type == "group":
@@ -173,7 +194,145 @@ async def test_workspaces_roles_and_grants_to_users_and_groups() -> None:
                         assert list(exp.entitlement_ids) == [f"group:{g.principal.id.resource}:member"]
                     else:
                         assert exp is None
-        assert group_grants > 0
+            if ws.id == ws_id:
+                assert f"workspace:{ws_id}:{role}:user:{both}" in {g.id for g in grants}
+        assert group_grants > 0 and direct_and_group >= 1
+        counters = env.connector.sync_counters()
+        assert counters["direct_checks"] > 0
+        # Only role-holding groups are asked for their roles.
+        assert counters["role_groups_read"] == len({g for gs in st.roles.groups_by_role.values() for g in gs})
+
+
+async def test_direct_role_check_can_be_turned_off() -> None:
+    async with atlassian_env(flags=("--verify-direct-roles=false",)) as env:
+        st = env.sandbox.state
+        (ws_id, role), gids = next((k, v) for k, v in sorted(st.roles.groups_by_role.items()) if v)
+        both = sorted(st.members(sorted(gids)[0]) - st.direct_users(ws_id, role))[0]
+        st.roles.seed("user", both, ws_id, role)
+        res = next(w for w in await list_all(env.runtime, "workspace") if w.id.resource == ws_id)
+        users = {
+            g.principal.id.resource
+            for g in await grants_of(env.runtime, res)
+            if g.principal.id.resource_type == "user"
+            and g.entitlement.slug in ("", role)
+            and g.entitlement.id.endswith(f":{role}")
+        }
+        # Without the check, a group member's own assignment hides behind the group's derived grant.
+        assert both not in users
+        assert env.sandbox.stats.by_route[ROLE_ASSIGNMENTS] == 0
+        assert env.connector.sync_counters()["direct_checks_skipped"] > 0
+
+
+async def test_roles_outside_the_product_table_are_found_in_the_data() -> None:
+    async with atlassian_env() as env:
+        st = env.sandbox.state
+        conf = next(w for w in st.workspaces.values() if w.type_key == "confluence")
+        # Atlassian adds roles per product and plan; the connector's table does not know these.
+        conf.roles = (*conf.roles, "atlassian/viewer", "atlassian/made-up-2027")
+        viewers = next(g for g in st.groups if not st.roles.group_roles(g) and st.members(g))
+        st.roles.seed("group", viewers, conf.id, "atlassian/viewer")
+        holders = {u for r in conf.roles for u in st.effective_users(conf.id, r)}
+        loner = next(
+            u.account_id
+            for u in st.users.values()
+            if u.status == "active" and u.account_id not in holders and u.account_type == "atlassian"
+        )
+        st.roles.seed("user", loner, conf.id, "atlassian/made-up-2027")
+        # A product the connector has never heard of.
+        compass_id = "ari:cloud:compass::site/0a0b0c0d-1111-4222-8333-444455556666"
+        st.workspaces[compass_id] = Workspace(
+            id=compass_id,
+            name="acme Compass",
+            type_key="compass",
+            cloud_id="0a0b0c0d-1111-4222-8333-444455556666",
+            host_url="https://acme.atlassian.net",
+            status="online",
+            sandbox=False,
+            capacity=1000,
+            created_at="2025-01-01T00:00:00.000Z",
+            roles=("atlassian/user", "atlassian/admin", "atlassian/contributor"),
+        )
+        st.roles.seed("user", loner, compass_id, "atlassian/contributor")
+        await list_all(env.runtime, "group")
+        by_id = {w.id.resource: w for w in await list_all(env.runtime, "workspace")}
+
+        ents = await entitlements_of(env.runtime, by_id[conf.id])
+        assert [e.slug for e in ents] == [
+            *roles_for("confluence"),
+            "atlassian/made-up-2027",
+            "atlassian/viewer",
+        ]
+        assert f"workspace:{conf.id}:atlassian/made-up-2027" in {e.id for e in ents}
+        grants = {g.id: g for g in await grants_of(env.runtime, by_id[conf.id])}
+        viewer_grant = grants[f"workspace:{conf.id}:atlassian/viewer:group:{viewers}"]
+        exp = model.find_annotation(viewer_grant.annotations, annotation_grant_pb2.GrantExpandable)
+        assert exp is not None and list(exp.entitlement_ids) == [f"group:{viewers}:member"]
+        assert f"workspace:{conf.id}:atlassian/made-up-2027:user:{loner}" in grants
+
+        compass = await entitlements_of(env.runtime, by_id[compass_id])
+        assert [e.slug for e in compass] == ["atlassian/user", "atlassian/admin", "atlassian/contributor"]
+        compass_grants = {g.id for g in await grants_of(env.runtime, by_id[compass_id])}
+        assert compass_grants == {f"workspace:{compass_id}:atlassian/contributor:user:{loner}"}
+        counters = env.connector.sync_counters()
+        # Only the two workspaces whose counts did not add up were walked.
+        assert counters["role_discovery_walks"] == 2
+        assert counters["roles_discovered"] == 2
+
+
+def role_searches(env: Env) -> int:
+    by_filter = env.sandbox.stats.by_filter
+    return sum(n for k, n in by_filter.items() if k.startswith("users/search") and "roleIds" in k)
+
+
+async def test_a_sync_that_skips_grants_asks_nothing_about_role_holders(tmp_path: Path) -> None:
+    async with atlassian_env(flags=("--skip-grants",)) as env:
+        st = env.sandbox.state
+        report = await run_sync(env.runtime, tmp_path / "no-grants.c1z", SyncOptions(skip_grants=True))
+        assert report.grants_direct == 0
+        with C1zReader(tmp_path / "no-grants.c1z") as reader:
+            ws_ents = list(reader.entitlements(resource_type="workspace"))
+        assert len(ws_ents) == sum(len(w.roles) for w in st.workspaces.values())
+        stats = env.sandbox.stats
+        assert role_searches(env) == 0 and stats.by_route[ROLE_ASSIGNMENTS] == 0
+        # What entitlements need: one count pair per workspace, the roles of role-holding groups.
+        assert stats.by_filter["users/count resourceIds"] == len(st.workspaces)
+        assert stats.by_filter["users/count resourceIds,roleIds"] == len(st.workspaces)
+        assert stats.by_route[GROUP_ROLE_ASSIGNMENTS] == len(
+            {g for gs in st.roles.groups_by_role.values() for g in gs}
+        )
+
+
+async def test_a_resources_only_sync_asks_nothing_about_roles(tmp_path: Path) -> None:
+    async with atlassian_env(flags=("--skip-entitlements-and-grants",)) as env:
+        options = SyncOptions(skip_entitlements_and_grants=True)
+        report = await run_sync(env.runtime, tmp_path / "resources.c1z", options)
+        assert report.resources["workspace"] == len(env.sandbox.state.workspaces)
+        stats = env.sandbox.stats
+        assert not [k for k in stats.by_filter if "resourceIds" in k]
+        assert stats.by_route[GROUP_ROLE_ASSIGNMENTS] == 0 and stats.by_route[ROLE_ASSIGNMENTS] == 0
+
+
+async def test_a_daemon_reads_role_holders_early_only_while_its_syncs_list_grants(tmp_path: Path) -> None:
+    # A daemon learns whether grants are wanted per task, which the connector does not see: it goes by
+    # the previous sync. A sync listing grants gets the same grants whether or not holders were prefetched.
+    async with atlassian_env() as env:
+        searched: list[int] = []
+        listed: dict[int, list[str]] = {}
+        for n, options in enumerate(
+            [SyncOptions(skip_grants=True), SyncOptions(skip_grants=True), SyncOptions(), SyncOptions()]
+        ):
+            before = role_searches(env)
+            report = await run_sync(env.runtime, tmp_path / f"{n}.c1z", options)
+            searched.append(role_searches(env) - before)
+            if not options.skip_grants:
+                assert report.grants_direct > 0
+                with C1zReader(tmp_path / f"{n}.c1z") as reader:
+                    listed[n] = sorted(g.id for g in reader.grants(resource_type="workspace"))
+        roles = sum(len(w.roles) for w in env.sandbox.state.workspaces.values())
+        # 1st: grants expected (the default), some searches wasted; 2nd: learned, none; 3rd: on demand;
+        # 4th: early again.
+        assert searched[0] > 0 and searched[1] == 0 and searched[2] >= roles and searched[3] >= roles
+        assert listed[2] == listed[3] and listed[2]
 
 
 async def test_api_tokens_are_secrets_owned_by_their_user() -> None:
@@ -249,6 +408,28 @@ async def test_targeted_get_of_users_and_groups() -> None:
             )
         )
         assert got.resource.display_name == st.groups[gid].name
+
+
+async def test_a_restarted_user_walk_hands_its_waiters_to_the_new_one() -> None:
+    async with atlassian_env(latency=0.02) as env:
+        st = env.sandbox.state
+        group = next(g for g in await list_all(env.runtime, "group") if st.members(g.id.resource))
+
+        def users_page(token: str) -> resource_pb2.ResourcesServiceListResourcesRequest:
+            return resource_pb2.ResourcesServiceListResourcesRequest(
+                resource_type_id="user", page_token=token
+            )
+
+        first = await env.runtime.list_resources(users_page(""))
+        # Group grants wait for the memberships of the walk in progress...
+        waiting = asyncio.create_task(grants_of(env.runtime, group))
+        await env.runtime.list_resources(users_page(first.next_page_token))
+        # ...when the engine starts the user listing over: the walk is replaced by a new one.
+        again = await env.runtime.list_resources(users_page(""))
+        assert [u.id.resource for u in again.list] == [u.id.resource for u in first.list]
+        grants = await asyncio.wait_for(waiting, 5)
+        assert {g.principal.id.resource for g in grants} == st.members(group.id.resource)
+        assert env.connector.sync_counters()["user_passes"] == 2
 
 
 async def test_cleanup_forgets_the_sync_so_the_next_one_sees_changes() -> None:

@@ -399,9 +399,14 @@ class AtlassianClient:
     async def search_users(self, body: Json) -> list[Json]:
         return await self.post_all(R_USERS_SEARCH, self._pp(directory=ALL_DIRECTORIES), body, "search users")
 
-    async def count_users(self) -> int | None:
+    async def count_users(self, filters: Mapping[str, Any] | None = None) -> int | None:
+        """`GET users/count` with optional filters (lists become repeated keys); None if no count came."""
         body = await self.call(
-            "GET", R_USERS_COUNT, "count users", path_params=self._pp(directory=ALL_DIRECTORIES)
+            "GET",
+            R_USERS_COUNT,
+            "count users",
+            path_params=self._pp(directory=ALL_DIRECTORIES),
+            params=dict(filters) if filters else None,
         )
         count = body.get("count") if isinstance(body, dict) else None
         if count is None and isinstance(body, dict) and isinstance(body.get("data"), dict):
@@ -417,6 +422,15 @@ class AtlassianClient:
         )
         data = body.get("data") if isinstance(body, dict) else None
         return data if isinstance(data, dict) else {}
+
+    async def all_user_role_assignments(self, account_id: str) -> list[Json]:
+        """Every role assignment of one account, each with how it was assigned (direct, group, ...)."""
+        return await self.get_all(
+            R_USER_ROLES,
+            self._pp(directory=ALL_DIRECTORIES, account=account_id),
+            {"limit": PAGE_LIMIT},
+            f"read role assignments of user {account_id}",
+        )
 
     async def user_role_assignments(self, account_id: str, resource_id: str, role: str) -> list[Json]:
         return await self.get_all(
@@ -447,6 +461,14 @@ class AtlassianClient:
         )
         data = body.get("data") if isinstance(body, dict) else None
         return data if isinstance(data, dict) else {}
+
+    async def all_group_role_assignments(self, group_id: str) -> list[Json]:
+        return await self.get_all(
+            R_GROUP_ROLES,
+            self._pp(directory=ALL_DIRECTORIES, group=group_id),
+            {"limit": PAGE_LIMIT},
+            f"read role assignments of group {group_id}",
+        )
 
     async def group_role_assignments(self, group_id: str, resource_id: str, role: str) -> list[Json]:
         return await self.get_all(

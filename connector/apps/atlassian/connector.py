@@ -28,9 +28,22 @@ KEY_HELP = (
 
 
 class AtlassianConnector(Connector):
-    def __init__(self, client: AtlassianClient, *, use_scim: bool = False) -> None:
+    def __init__(
+        self,
+        client: AtlassianClient,
+        *,
+        use_scim: bool = False,
+        verify_direct_roles: bool = True,
+        grants_wanted: bool = True,
+        entitlements_wanted: bool = True,
+    ) -> None:
         self.client = client
-        self.shared = Shared(client)
+        self.shared = Shared(
+            client,
+            verify_direct_roles=verify_direct_roles,
+            grants_wanted=grants_wanted and entitlements_wanted,
+            entitlements_wanted=entitlements_wanted,
+        )
         self._syncers: list[ResourceSyncer] = [
             UserSyncer(self.shared),
             GroupSyncer(self.shared),
@@ -133,4 +146,10 @@ def build_connector(settings: AtlassianSettings) -> AtlassianConnector:
         scim_base_url=settings.scim_base_url,
         scim_token=BearerAuth(SecretSource(settings, "scim_token")) if settings.scim_token else None,
     )
-    return AtlassianConnector(client, use_scim=settings.scim_enabled)
+    return AtlassianConnector(
+        client,
+        use_scim=settings.scim_enabled,
+        verify_direct_roles=settings.verify_direct_roles,
+        grants_wanted=not settings.skip_grants,
+        entitlements_wanted=not settings.skip_entitlements_and_grants,
+    )

@@ -64,8 +64,10 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
     async def list(self, parent: ResourceId | None, page_token: str) -> Page[Resource]:
         if parent is not None:
             return Page()
-        body: Json = {"limit": PAGE_LIMIT, "expand": ["counts.users"]}
+        # counts.resources tells which groups hold workspace roles: only those are asked for them.
+        body: Json = {"limit": PAGE_LIMIT, "expand": ["counts.users", "counts.resources"]}
         items, cursor, _ = await self.shared.client.groups_search_page(body, page_token or None)
+        self.shared.state.roles.note_groups(items, last=cursor is None)
         return Page([group_resource(g) for g in items], cursor or "")
 
     async def entitlements(self, resource: Resource, page_token: str) -> Page[Entitlement]:
@@ -91,7 +93,10 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
             start = int(page_token) if page_token else 0
         except ValueError:
             raise invalid_argument(f"invalid group grants page token {page_token!r}") from None
-        members = await self.shared.state.memberships()
+        state = self.shared.state
+        state.counters["grant_listings"] += 1
+        state.roles.prefetch_holders()  # the grants phase has begun: workspace role holders are needed
+        members = await state.memberships()
         account_ids = sorted(set(members.get(resource.id.resource, ())))
         chunk = account_ids[start : start + GRANTS_PER_PAGE]
         # Grants name their resource by id only: the full resource (profile and all) is stored once with

@@ -46,8 +46,8 @@ API_TOKEN = model.resource_type(
 MEMBER = "member"
 
 # Roles each product offers, as Atlassian spells them (spec A.4.5). The workspaces API does not list the
-# roles of a workspace, so this table decides which entitlements a workspace has; unknown products get
-# the two roles every product has.
+# roles of a workspace: this table gives the roles a workspace offers even when nobody holds them yet
+# (unknown products get the two every product has); roles.py adds any other role found in the data.
 PRODUCT_ROLES: dict[str, tuple[str, ...]] = {
     "jira-software": ("atlassian/user", "atlassian/admin", "atlassian/user-access-admin", "atlassian/guest"),
     "jira-core": ("atlassian/user", "atlassian/admin", "atlassian/user-access-admin"),
@@ -238,7 +238,6 @@ def workspace_resource(ws: Json) -> resource_pb2.Resource:
         "usage": attrs.get("usage"),
         "capacity": attrs.get("capacity"),
         "created_at": attrs.get("createdAt"),
-        "roles": ",".join(roles_for(type_key)),
     }
     description = " ".join(p for p in (type_key, f"on {host}" if host else "", f"({status})") if p)
     return model.app_resource(

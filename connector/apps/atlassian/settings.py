@@ -59,6 +59,13 @@ class AtlassianSettings(BatonSettings):
         description="Client-side cap on requests per second to the Atlassian API (unset = only obey 429s)",
     )
 
+    verify_direct_roles: bool = Field(
+        True,
+        description="Check, with one request per account, whether members of a group that holds a "
+        "workspace role also hold it directly, so that such direct assignments are synced as direct "
+        "grants; false skips the check (they then show only the group's derived grant)",
+    )
+
     @field_validator("org")
     @classmethod
     def _org_not_blank(cls, value: str) -> str:

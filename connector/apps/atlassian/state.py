@@ -7,10 +7,7 @@ in the background as soon as users are first listed, ahead of the sync engine, a
 
 * the `user` listing (the engine's page token is the pass's page number);
 * the `group` member grants (an index group id -> account ids, complete when the pass ends);
-* the subtraction that keeps workspace grants exact (see `RoleHolders`).
-
-Workspace roles are read per (workspace, role) with two filtered searches, users and groups holding the
-role, launched together for every workspace on the first workspace grant listing.
+* the membership side of workspace role grants (see `roles.py`, which holds the role state of a sync).
 
 Everything here lives for one sync: `cleanup()` (end of every sync) drops it.
 """
@@ -21,11 +18,11 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 from connector.apps.atlassian.client import PAGE_LIMIT, AdminApiError, AtlassianClient, Json
+from connector.apps.atlassian.roles import PassRestarted, WorkspaceRoles
 
 USER_EXPAND = ["groups", "productAccess", "platformRoles"]
 
@@ -54,6 +51,7 @@ class UserPass:
         self.done = False
         self.error: BaseException | None = None
         self.members: dict[str, list[str]] = defaultdict(list)
+        self.groups_of: dict[str, list[str]] = {}  # account id -> its groups, for every account seen so far
         self.users_seen = 0
         self.requests = 0
         self.walks = 0
@@ -74,6 +72,11 @@ class UserPass:
             self.walks = len(directions)
             await asyncio.gather(*(self._walk(d) for d in directions))
         except asyncio.CancelledError:
+            # Replaced or stopped: whoever waits on this pass must not wait forever.
+            async with self._cond:
+                if self.error is None and not self.done:
+                    self.error = PassRestarted("the user walk was restarted")
+                self._cond.notify_all()
             raise
         except BaseException as exc:  # handed to every waiter; the task itself ends cleanly
             async with self._cond:
@@ -127,10 +130,13 @@ class UserPass:
                 continue
             self._seen[account_id] = direction
             fresh.append(user)
+            gids = []
             for group in user.get("groups") or []:
                 gid = group.get("id") if isinstance(group, dict) else None
                 if isinstance(gid, str):
                     self.members[gid].append(account_id)
+                    gids.append(gid)
+            self.groups_of[account_id] = gids
         self.users_seen += len(fresh)
         return fresh
 
@@ -159,29 +165,52 @@ class UserPass:
                 raise self.error
         return self.members
 
+    async def until_progress(self, fetched: int) -> None:
+        """Wait until more pages than `fetched` are in (or the pass ended); raises the pass's error."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: self.fetched > fetched or self.done or self.error is not None)
+            if self.error is not None:
+                raise self.error
+
     def cancel(self) -> None:
         self._task.cancel()
 
 
-@dataclass
-class RoleHolders:
-    """Who holds one role on one workspace, as the two filtered searches report it."""
-
-    users: list[str] = field(default_factory=list)
-    groups: list[str] = field(default_factory=list)
-
-
 class SyncState:
-    def __init__(self, client: AtlassianClient) -> None:
+    def __init__(
+        self,
+        client: AtlassianClient,
+        *,
+        verify_direct_roles: bool = True,
+        remembered_roles: dict[str, set[str]] | None = None,
+        expect_grants: bool = False,
+        expect_entitlements: bool = True,
+    ) -> None:
         self._client = client
         self.user_pass: UserPass | None = None
-        self.workspaces: dict[str, tuple[str, ...]] = {}  # workspace id -> roles (from the listing)
-        self._roles: dict[tuple[str, str], asyncio.Task[RoleHolders]] = {}
-        # Role searches leave four request slots free: the two ends of the user walk and the API-token
-        # listing are chains of dependent requests (the critical path of a sync) and must never queue
-        # behind them.
-        self._role_slots = asyncio.Semaphore(max(1, client.concurrency - 4))
-        self.counters: dict[str, int] = defaultdict(int)
+        # While the user walk runs, role work leaves four request slots free: the two ends of the walk and
+        # the API-token listing are chains of dependent requests (the critical path of a sync) and must
+        # never queue behind it. Once the walk is done, role work may use every slot.
+        self._narrow = asyncio.Semaphore(max(1, client.concurrency - 4))
+        self._wide = asyncio.Semaphore(max(1, client.concurrency))
+        self.counters: defaultdict[str, int] = defaultdict(int)
+        self.roles = WorkspaceRoles(
+            client,
+            slot=self.slot,
+            user_pass=self.ensure_user_pass,
+            counters=self.counters,
+            verify_direct=verify_direct_roles,
+            remembered=remembered_roles,
+            prefetch=expect_grants,
+            discover_early=expect_entitlements,
+        )
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        upass = self.user_pass
+        walking = upass is None or (not upass.done and upass.error is None)
+        async with self._narrow if walking else self._wide:
+            yield
 
     def ensure_user_pass(self, restart: bool = False) -> UserPass:
         current = self.user_pass
@@ -193,49 +222,15 @@ class SyncState:
         return current
 
     async def memberships(self) -> dict[str, list[str]]:
-        return await self.ensure_user_pass().memberships()
-
-    def prefetch_roles(self, workspace_roles: dict[str, tuple[str, ...]]) -> None:
-        for ws_id, roles in workspace_roles.items():
-            for role in roles:
-                key = (ws_id, role)
-                if key not in self._roles:
-                    self._roles[key] = asyncio.create_task(self._holders(ws_id, role), name="atlassian-role")
-
-    async def role_holders(self, ws_id: str, roles: tuple[str, ...], role: str) -> RoleHolders:
-        if (ws_id, role) not in self._roles:
-            # Launch every workspace's role searches together: they are independent request chains.
-            wanted = dict(self.workspaces)
-            wanted.setdefault(ws_id, roles)
-            self.prefetch_roles(wanted)
-        task = self._roles[(ws_id, role)]
-        try:
-            return await asyncio.shield(task)
-        except Exception:
-            # A failed search is retried by the next call rather than cached for the rest of the sync.
-            if task.done():
-                self._roles.pop((ws_id, role), None)
-            raise
-
-    async def _holders(self, ws_id: str, role: str) -> RoleHolders:
-        query: Json = {"resourceIds": [ws_id], "roleIds": [role], "limit": PAGE_LIMIT}
-
-        async def limited(search: Callable[[Json], Awaitable[list[Json]]]) -> list[Json]:
-            async with self._role_slots:
-                return await search(query)
-
-        users, groups = await asyncio.gather(
-            limited(self._client.search_users), limited(self._client.search_groups)
-        )
-        self.counters["role_queries"] += 2
-        return RoleHolders(
-            users=[u["accountId"] for u in users if isinstance(u.get("accountId"), str)],
-            groups=[g["id"] for g in groups if isinstance(g.get("id"), str)],
-        )
+        while True:
+            try:
+                return await self.ensure_user_pass().memberships()
+            except PassRestarted:
+                continue  # a newer pass has taken over: wait for that one
 
     @property
     def active(self) -> bool:
-        return self.user_pass is not None or bool(self._roles) or bool(self.counters)
+        return self.user_pass is not None or self.roles.active or bool(self.counters)
 
     def snapshot(self) -> dict[str, int]:
         out = dict(self.counters)
@@ -247,7 +242,7 @@ class SyncState:
         return out
 
     async def close(self) -> None:
-        tasks: list[asyncio.Task[Any]] = list(self._roles.values())
+        tasks: list[asyncio.Task[Any]] = self.roles.tasks()
         for task in tasks:
             task.cancel()
         if self.user_pass is not None:

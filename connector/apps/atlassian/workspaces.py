@@ -12,9 +12,9 @@ from connector.apps.atlassian.resources import (
     WORKSPACE,
     profile_of,
     role_label,
-    roles_for,
     workspace_resource,
 )
+from connector.apps.atlassian.roles import assignment_roles, is_direct
 from connector.apps.atlassian.shared import Shared
 from connector.pb.c1.connector.v2 import annotation_trait_pb2
 from connector.sdk import model
@@ -46,14 +46,10 @@ def type_key_of(resource: Resource) -> str:
     return parts[2] if len(parts) > 3 and parts[0] == "ari" else ""
 
 
-def workspace_roles(resource: Resource) -> tuple[str, ...]:
-    return roles_for(type_key_of(resource))
-
-
 def _role_of(entitlement: Entitlement) -> str:
     # Role ids contain "/" but never ":", so the slug is whatever follows the last colon of the id.
     role = entitlement.slug or entitlement.id.rpartition(":")[2]
-    if not role.startswith("atlassian/"):
+    if "/" not in role:
         raise invalid_argument(f"entitlement {entitlement.id!r} is not a workspace role")
     return role
 
@@ -62,12 +58,9 @@ def _has_role(assignments: list[Json], resource_id: str, role: str, *, direct_on
     for item in assignments:
         if item.get("resourceId") != resource_id:
             continue
-        for ra in item.get("roleAssignments") or []:
-            if not isinstance(ra, dict) or ra.get("role") != role:
-                continue
-            methods = ra.get("roleAssignmentMethods") or []
-            if not direct_only or "direct" in methods:
-                return True
+        methods = assignment_roles(item).get(role)
+        if methods is not None and (not direct_only or is_direct(methods)):
+            return True
     return False
 
 
@@ -84,21 +77,22 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
             return Page()
         items, cursor, _ = await self.shared.client.workspaces_page(page_token or None)
         out = []
-        state = self.shared.state
+        roles = self.shared.state.roles
         for ws in items:
             res = workspace_resource(ws)
-            state.workspaces[res.id.resource] = workspace_roles(res)
+            roles.note_workspace(res.id.resource, type_key_of(res))
             out.append(res)
-        if cursor is None and state.user_pass is not None:
-            # A full sync is listing users too: start the role searches now so that they overlap the long
-            # sequential user walk instead of running after it. (A sync that skips grants wastes them.)
-            state.prefetch_roles(dict(state.workspaces))
+        if cursor is None:
+            roles.workspaces_listed()
         return Page(out, cursor or "")
+
+    async def _roles(self, resource: Resource) -> tuple[str, ...]:
+        return await self.shared.state.roles.roles_of(resource.id.resource, type_key_of(resource))
 
     async def entitlements(self, resource: Resource, page_token: str) -> Page[Entitlement]:
         name = resource.display_name or resource.id.resource
         ents = []
-        for role in workspace_roles(resource):
+        for role in await self._roles(resource):
             label = role_label(role)
             ents.append(
                 model.assignment_entitlement(
@@ -112,7 +106,7 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
         return Page(ents)
 
     async def grants(self, resource: Resource, page_token: str) -> Page[Grant]:
-        roles = workspace_roles(resource)
+        roles = await self._roles(resource)
         try:
             index = int(page_token) if page_token else 0
         except ValueError:
@@ -120,15 +114,9 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
         if index >= len(roles):
             return Page()
         role = roles[index]
-        ws_id = resource.id.resource
         state = self.shared.state
-        holders = await state.role_holders(ws_id, roles, role)
-        members = await state.memberships()
-        # The user search reports effective holders; those who hold the role through a group get it from
-        # the group's expandable grant instead of a second, direct one.
-        via_groups: set[str] = set()
-        for gid in holders.groups:
-            via_groups.update(members.get(gid, ()))
+        state.counters["grant_listings"] += 1
+        holders = await state.roles.holders(resource.id.resource, role)
         grants: list[Grant] = []
         slim = Resource(id=resource.id)  # see GroupSyncer.grants
         for gid in holders.groups:
@@ -141,15 +129,13 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
                     annotations=[model.expandable([member_ent])],
                 )
             )
-        direct = 0
+        # Direct holders get their own grant even when a group also gives them the role: removing them
+        # from the group would not take the role away. Expansion merges both sources.
         for uid in holders.users:
-            if uid in via_groups:
-                continue
             grants.append(model.new_grant(slim, role, model.resource_id(USER.id, uid)))
-            direct += 1
-        state.counters["workspace_user_grants"] += direct
+        state.counters["workspace_user_grants"] += len(holders.users)
         state.counters["workspace_group_grants"] += len(holders.groups)
-        state.counters["workspace_users_via_groups"] += len(holders.users) - direct
+        state.counters["workspace_users_via_groups"] += holders.via_groups_only
         nxt = index + 1
         return Page(grants, str(nxt) if nxt < len(roles) else "")
 

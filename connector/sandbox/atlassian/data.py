@@ -257,10 +257,13 @@ class Workspace:
     sandbox: bool
     capacity: int
     created_at: str
+    # Roles this instance offers. Defaults to its product's; tests may add roles a connector's own table
+    # does not know (Atlassian adds roles per product and plan).
+    roles: tuple[str, ...] = ()
 
-    @property
-    def roles(self) -> tuple[str, ...]:
-        return PRODUCT_ROLES.get(self.type_key, ("atlassian/user", "atlassian/admin"))
+    def __post_init__(self) -> None:
+        if not self.roles:
+            self.roles = PRODUCT_ROLES.get(self.type_key, ("atlassian/user", "atlassian/admin"))
 
 
 @dataclass
@@ -425,6 +428,10 @@ class OrgState:
         for gid in self.roles.groups_by_role.get((ws, role), set()):
             out |= self.members(gid)
         return out
+
+    def direct_users(self, ws: str, role: str) -> set[str]:
+        """Users holding `role` on `ws` by a direct assignment (visible state), whatever their groups."""
+        return set(self.roles.users_by_role.get((ws, role), set()))
 
     def user_assignment_methods(self, account_id: str) -> dict[str, dict[str, list[str]]]:
         """workspace -> role -> methods (direct / group_direct) for one user (visible state)."""

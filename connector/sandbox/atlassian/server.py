@@ -95,6 +95,10 @@ class SandboxOptions:
     v2_get_sunset: bool = False  # the deprecated GET v2 users/groups lists are gone (2027-06-30)
     fail_requests: frozenset[int] = frozenset()  # 1-based request numbers answered with 500
     honour_user_sort: bool = True  # False: accept sortBy on user searches but ignore it
+    # What a user search filtered by `roleIds` returns: "effective" = everyone holding the role, directly
+    # or through a group; "direct" = direct assignments only. Atlassian does not document which; the
+    # connector must be right under both.
+    role_filter: str = "effective"
 
 
 @dataclass
@@ -102,6 +106,11 @@ class SandboxStats:
     requests: int = 0
     rate_limited: int = 0
     by_route: Counter[str] = field(default_factory=Counter)
+    # User searches and counts by the filters they used, e.g. "users/search resourceIds,roleIds" (so
+    # tests can tell a directory walk from a role query without reading bodies).
+    by_filter: Counter[str] = field(default_factory=Counter)
+    in_flight: int = 0
+    max_in_flight: int = 0  # the most requests the server was answering at once
 
 
 class ApiError(Exception):
@@ -343,6 +352,14 @@ class AtlassianSandbox:
         info = request.match_info.route.resource
         label = f"{request.method} {info.canonical if info is not None else request.path}"
         self.stats.by_route[label] += 1
+        self.stats.in_flight += 1
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self.stats.in_flight)
+        try:
+            return await self._answer(request, handler, number)
+        finally:
+            self.stats.in_flight -= 1
+
+    async def _answer(self, request: web.Request, handler: Handler, number: int) -> web.StreamResponse:
         started = time.monotonic()
         headers: dict[str, str] = {}
         try:
@@ -716,7 +733,10 @@ class AtlassianSandbox:
                 if wsobj is None:
                     continue
                 for role in q.get("roleIds") or wsobj.roles:
-                    holders |= st.effective_users(ws, role)
+                    if self.options.role_filter == "direct":
+                        holders |= st.direct_users(ws, role)
+                    else:
+                        holders |= st.effective_users(ws, role)
             users = [u for u in users if u.account_id in holders]
         if "mfaEnabled" in q:
             users = [u for u in users if u.mfa_enabled == q["mfaEnabled"]]
@@ -822,8 +842,12 @@ class AtlassianSandbox:
             q, offset = self._user_query_from_body(body), 0
         return self._users_page("user-search", q, offset)
 
+    def _note_filters(self, what: str, filters: dict[str, Any]) -> None:
+        self.stats.by_filter[f"{what} {','.join(sorted(k for k in filters if k != 'sortBy'))}".rstrip()] += 1
+
     def _users_page(self, kind: str, q: dict[str, Any], offset: int) -> web.Response:
         filters = {k: v for k, v in q.items() if k not in ("limit", "expand")}
+        self._note_filters("users/search" if kind == "user-search" else "users", filters)
         ids = self._cached("users", filters, lambda: self._filter_users(filters))
         chunk, links = self._page(kind, q, offset, int(q["limit"]), ids)
         expand = q.get("expand", [])
@@ -833,6 +857,7 @@ class AtlassianSandbox:
     async def count_users(self, request: web.Request) -> web.Response:
         q = self._user_query_from_get(request)
         q.pop("limit", None)
+        self._note_filters("users/count", q)
         ids = self._cached("users", q, lambda: self._filter_users(q))
         return web.json_response({"count": len(ids)})
 
@@ -1042,12 +1067,14 @@ class AtlassianSandbox:
             if not picked:
                 continue
             wsobj = self.state.workspaces.get(ws)
+            # A group's assignment carries plain role ids (no assignment methods: a group's roles are
+            # always its own), and the role new members get by default.
             items.append(
                 {
                     "resourceId": ws,
                     "resourceOwner": wsobj.type_key if wsobj else None,
-                    "roleAssignments": [{"role": r, "roleAssignmentMethods": ["direct"]} for r in picked],
-                    "directoryId": group.directory_id,
+                    "defaultRole": picked[0],
+                    "roles": picked,
                 }
             )
         limit = int(q["limit"])
@@ -1611,6 +1638,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-api-tokens", action="store_true", help="API-access endpoint unavailable")
     p.add_argument("--duplicate-mode", choices=("idempotent", "conflict"), default="idempotent")
+    p.add_argument(
+        "--role-filter",
+        choices=("effective", "direct"),
+        default="effective",
+        help="what a user search by roleIds returns: holders through groups too, or direct holders only",
+    )
     return p
 
 
@@ -1635,6 +1668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         disabled_endpoints=frozenset(args.disable_endpoint),
         api_tokens_enabled=not args.no_api_tokens,
         duplicate_mode=args.duplicate_mode,
+        role_filter=args.role_filter,
     )
 
     async def run() -> None:
