@@ -335,7 +335,9 @@ def _child(args: argparse.Namespace, grants: int) -> dict[str, Any]:
     ]
     if args.user_skip:
         cmd.append("--user-skip")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
+    out = subprocess.run(cmd, check=False, capture_output=True, text=True, env=os.environ.copy())
+    if out.returncode != 0:
+        raise SystemExit(f"benchmark run with {grants} grants failed:\n{out.stderr.strip()}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 

@@ -3,8 +3,9 @@
 Lifecycle: `C1zWriter(target)` creates `<tmp>/c1zXXXX/db` beside the target (or in `temp_dir`). If the
 target already holds a c1z, its database is decompressed into the temp copy first, so earlier syncs are
 kept as the Go syncer keeps them (older full syncs beyond `keep_sync_count` are dropped at the end).
-Rows are upserted in batches, one transaction per batch. `commit()` checkpoints and closes the database,
-streams it through zstd into `<target>.tmp`, fsyncs, renames over the target and fsyncs the directory.
+Rows are upserted in batches of multi-row statements (each statement one transaction). `commit()` builds
+the deferred indexes, closes the database, streams it through zstd into `<target>.tmp`, fsyncs, renames
+over the target and fsyncs the directory.
 `abort()` (or any exception inside `with`) removes the temp dir and `<target>.tmp`; the target is then
 exactly as it was before.
 
@@ -141,8 +142,6 @@ def open_database(path: Path) -> sqlite3.Connection:
     conn.execute("pragma locking_mode = exclusive")
     conn.execute(f"pragma cache_size = -{CACHE_KIB}")
     conn.execute("pragma temp_store = file")
-    # CREATE INDEX on millions of rows sorts; SQLite's sorter may use helper threads (native, no GIL).
-    conn.execute("pragma threads = 2")
     return conn
 
 

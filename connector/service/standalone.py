@@ -134,7 +134,8 @@ async def run_standalone(
                     health.mark_tenant_error(f"sync failed: {exc}")
                 log.error("standalone_sync_failed", error=str(exc), run=runs)
                 if every is None:
-                    print(f"error: sync failed: {exc}", file=sys.stderr, flush=True)
+                    reason = str(exc) if str(exc).startswith("sync failed") else f"sync failed: {exc}"
+                    print(f"error: {reason}", file=sys.stderr, flush=True)
                     exit_code = 1
             else:
                 last_ok = True
