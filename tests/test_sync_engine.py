@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
+from connector.c1z import writer as c1z_writer
 from connector.c1z.reader import C1zReader
 from connector.pb.c1.connector.v2 import (
     annotation_grant_pb2,
@@ -21,6 +22,7 @@ from connector.pb.c1.connector.v2 import (
 from connector.sdk import model
 from connector.sdk.errors import ConnectorError
 from connector.sdk.runtime import ConnectorRuntime
+from connector.sync import engine
 from connector.sync.engine import SyncError, SyncOptions, run_sync
 from tests.test_sync_support import (
     Org,
@@ -479,3 +481,26 @@ async def test_switch_interval_is_restored_after_syncs(tmp_path: Path) -> None:
     with pytest.raises(SyncError):
         await run_sync(runtime(org), tmp_path / "b.c1z", SyncOptions())
     assert sys.getswitchinterval() == before
+
+
+async def test_small_pages_and_statements_give_the_same_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Resource pages (read back with a prefetch) and multi-row statements (with power-of-two
+    # remainders) cut at sizes far below the defaults: every resource is listed once, every row is kept.
+    org = Org(users=[f"u{i}" for i in range(23)], groups={"eng": [f"user:u{i}" for i in range(19)]})
+    await run_sync(runtime(org), tmp_path / "default.c1z", SyncOptions())
+    default_calls = sorted(org.calls)
+    org.calls.clear()
+    monkeypatch.setattr(engine, "RESOURCE_PAGE", 4)
+    monkeypatch.setattr(c1z_writer, "MAX_ROWS_PER_STATEMENT", 3)
+    await run_sync(runtime(org), tmp_path / "small.c1z", SyncOptions(concurrency=3))
+    assert sorted(org.calls) == default_calls
+    assert sum(1 for c in org.calls if c.startswith("grants user:")) == 23
+    assert grant_map(tmp_path / "small.c1z") == grant_map(tmp_path / "default.c1z")
+    with C1zReader(tmp_path / "small.c1z") as small, C1zReader(tmp_path / "default.c1z") as default:
+        assert small.stats() == default.stats()
+        assert small.stats()["user"] == 23
+        assert sorted(r.SerializeToString(deterministic=True) for r in small.resources()) == sorted(
+            r.SerializeToString(deterministic=True) for r in default.resources()
+        )

@@ -241,7 +241,12 @@ async def _wait_done(fut: concurrent.futures.Future[Any]) -> None:
 
 
 class _ResourceFeed:
-    """Stored resources of the current sync, fetched from SQLite a page at a time as workers need them."""
+    """Stored resources of the current sync, fetched from SQLite a page at a time as workers need them.
+
+    After a full page the next one is requested at once: the SQLite thread serves requests in order, so
+    a page asked for only when the buffer runs dry waits behind the row batches queued meanwhile (up to
+    MAX_BATCHES_IN_FLIGHT per table), and every worker would stall with it. Two pages at most are held.
+    """
 
     def __init__(self, db: _Db, writer: C1zWriter) -> None:
         self.db = db
@@ -250,6 +255,10 @@ class _ResourceFeed:
         self.after = 0
         self.done = False
         self.lock = asyncio.Lock()
+        self.pending: concurrent.futures.Future[list[tuple[int, bytes]]] | None = None
+
+    def _request(self) -> concurrent.futures.Future[list[tuple[int, bytes]]]:
+        return self.db.submit(self.w.resource_page, self.after, RESOURCE_PAGE)
 
     async def next(self) -> bytes | None:
         while not self.buffer:
@@ -258,13 +267,22 @@ class _ResourceFeed:
             async with self.lock:
                 if self.buffer or self.done:
                     continue
-                page = await self.db.run(self.w.resource_page, self.after, RESOURCE_PAGE)
+                fut, self.pending = self.pending or self._request(), None
+                page = await asyncio.wrap_future(fut)
                 if not page:
                     self.done = True
                 else:
                     self.after = page[-1][0]
                     self.buffer.extend(data for _, data in page)
+                    if len(page) == RESOURCE_PAGE:
+                        self.pending = self._request()
         return self.buffer.popleft()
+
+    async def close(self) -> None:
+        """Wait for a prefetch still queued (its result is not needed), so the SQLite thread is idle."""
+        fut, self.pending = self.pending, None
+        if fut is not None:
+            await _wait_done(fut)
 
 
 class _Syncer:
@@ -688,7 +706,10 @@ class _Syncer:
                         continue
                 await handler(data)
 
-        await _run_tasks([worker() for _ in range(self.concurrency)])
+        try:
+            await _run_tasks([worker() for _ in range(self.concurrency)])
+        finally:
+            await feed.close()
 
     async def list_entitlements(self, data: bytes) -> None:
         """All pages of the entitlements of the resource serialized in `data` (parsed straight into the
@@ -845,8 +866,10 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 # While a sync runs, the SQLite thread hands the GIL back and forth with the event loop for every
 # statement it executes; with CPython's default 5 ms switch interval it waits that long each time the
-# loop is busy with protobuf work. 1 ms keeps it fed (measured: ~10% faster grants phase at 1M grants).
-SWITCH_INTERVAL_S = 0.001
+# loop is busy with protobuf work. 0.5 ms keeps it fed: statements are a few hundred rows (see
+# connector/c1z/writer.py), so the thread asks for the GIL about every millisecond of SQLite work, and
+# waiting up to a full interval for it each time would make the SQLite thread the bottleneck.
+SWITCH_INTERVAL_S = 0.0005
 _switch_lock = threading.Lock()
 _switch_users = 0
 _switch_saved = 0.0
