@@ -1,4 +1,7 @@
-"""UpstreamClient against a real HTTP/1.1 server on loopback (no mocked transports)."""
+"""UpstreamClient against a real HTTP/1.1 server on loopback (no mocked transports).
+
+Every test runs over both wires UpstreamClient can use: aiohttp's (the default without a proxy) and httpx's
+own transport (used when a proxy is configured); retries, errors and limits must not depend on which."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import asyncio
 import datetime as dt
 import email.utils
 import http
+import ipaddress
 import itertools
 import json
 import socket
@@ -22,8 +26,13 @@ import grpc
 import httpx
 import pytest
 import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from connector.sdk import http as upstream_http
+from connector.sdk import transport as upstream_transport
 from connector.sdk.errors import UpstreamError, from_upstream
 from connector.sdk.http import (
     RequestEvent,
@@ -83,10 +92,10 @@ class Server:
         self.max_in_flight = 0
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, tls: ssl.SSLContext | None = None) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
         self.port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
         self._server.close()
@@ -149,6 +158,14 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     # An HTTP(S)_PROXY in the environment would send loopback requests elsewhere.
     for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(autouse=True, params=["aiohttp", "httpx"])
+def wire(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The wire every UpstreamClient in the test uses (the proxy check decides it in production)."""
+    name: str = request.param
+    monkeypatch.setattr(upstream_http, "fast_wire_wanted", lambda: name == "aiohttp")
+    return name
 
 
 @pytest.fixture
@@ -580,3 +597,94 @@ def test_make_ssl_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert insecure.verify_mode == ssl.CERT_NONE and not insecure.check_hostname
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert len(warnings) == 1 and "VERIFICATION IS DISABLED" in warnings[0]["event"]
+
+
+# --------------------------------------------------------------------------------------------------------
+# The wire and TLS
+
+
+async def test_the_wire_is_aiohttp_unless_a_proxy_is_configured(
+    server: Server, wire: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with client(server) as c:
+        assert c.wire == wire
+        assert await c.get_json("/x") == {"ok": True}
+    assert upstream_transport.wanted()
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert not upstream_transport.wanted()  # httpx's transport, the only one that honours the proxy
+
+
+def _issue_tls(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A private CA (written as a PEM file) and a server context with a 127.0.0.1 certificate it signed."""
+    now = dt.datetime.now(dt.UTC)
+
+    def cert(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: str,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
+            builder = builder.add_extension(usage, critical=True).add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            ).add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = cert("Test Private CA", ca_key, "Test Private CA", ca_key, True)
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = cert("127.0.0.1", leaf_key, "Test Private CA", ca_key, False)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    chain = tmp_path / "server.pem"
+    chain.write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM)
+        + leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(chain)
+    return ca_file, server_ctx
+
+
+async def test_tls_with_a_private_ca_file(tmp_path: Path) -> None:
+    ca_file, server_ctx = _issue_tls(tmp_path)
+    srv = Server()
+    await srv.start(tls=server_ctx)
+    try:
+        # The CA file makes the upstream's certificate trusted...
+        async with client(srv, verify=make_ssl_context(str(ca_file))) as c:
+            assert await c.get_json("/x") == {"ok": True}
+        # ...without it the certificate is rejected once, not retried (it would be rejected again)...
+        async with client(srv, verify=make_ssl_context()) as c:
+            with pytest.raises(UpstreamError) as info:
+                await c.get_json("/x")
+        assert info.value.status is None and "certificate" in info.value.detail.lower()
+        assert [(e.status, e.retrying) for e in events_of(c)] == [(None, False)]
+        assert from_upstream(info.value).code == grpc.StatusCode.UNAVAILABLE
+        # ...and insecure mode skips verification altogether.
+        async with client(srv, verify=make_ssl_context(insecure_skip_verify=True)) as c:
+            assert await c.get_json("/x") == {"ok": True}
+        assert len(srv.requests) == 2
+    finally:
+        await srv.stop()

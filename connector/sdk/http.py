@@ -35,6 +35,7 @@ import httpx
 import structlog
 
 from connector import __version__
+from connector.sdk import transport as wire
 from connector.sdk.errors import RateLimitInfo, UpstreamError
 
 log = structlog.stdlib.get_logger(__name__)
@@ -336,6 +337,29 @@ def make_ssl_context(ca_file: str | None = None, insecure_skip_verify: bool = Fa
 
 
 # --------------------------------------------------------------------------------------------------------
+# The wire
+
+
+def fast_wire_wanted() -> bool:
+    """Whether clients without an explicit transport send over aiohttp (not when a proxy is configured)."""
+    return wire.wanted()
+
+
+def default_transport(verify: ssl.SSLContext | bool, max_connections: int) -> httpx.AsyncBaseTransport:
+    """The transport UpstreamClient uses when given none, for callers that wrap it (e.g. a pacer).
+
+    aiohttp's wire (half the CPU per response, see connector.sdk.transport) unless the environment
+    configures a proxy, which only httpx's own transport honours.
+    """
+    if fast_wire_wanted():
+        return wire.AiohttpTransport(verify=verify, max_connections=max_connections)
+    return httpx.AsyncHTTPTransport(
+        verify=verify,
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------
 # The client
 
 
@@ -397,6 +421,17 @@ class UpstreamClient:
         self._hooks: list[RequestHook] = list(hooks)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._bucket = TokenBucket(rate_limit, rate_burst) if rate_limit else None
+        if transport is None and fast_wire_wanted():
+            transport = wire.AiohttpTransport(verify=verify, max_connections=concurrency)
+        # Which wire carries the requests: "aiohttp", "httpx" (own transport, honours proxies) or the
+        # given transport's class name.
+        self.wire = (
+            "httpx"
+            if transport is None
+            else "aiohttp"
+            if isinstance(transport, wire.AiohttpTransport)
+            else type(transport).__name__
+        )
         all_headers = {"User-Agent": user_agent, "Accept": "application/json"}
         all_headers.update(headers or {})
         self._client = httpx.AsyncClient(

@@ -28,7 +28,13 @@ import grpc
 import httpx
 
 from connector.sdk.errors import ConnectorError, UpstreamError, from_upstream, grpc_code_for_http
-from connector.sdk.http import RetryPolicy, UpstreamClient, parse_reset, parse_retry_after
+from connector.sdk.http import (
+    RetryPolicy,
+    UpstreamClient,
+    default_transport,
+    parse_reset,
+    parse_retry_after,
+)
 
 # Route templates (also the labels of metrics and logs: never filled with ids).
 R_ORGS = "/admin/v1/orgs"
@@ -251,11 +257,9 @@ class AtlassianClient:
     ) -> None:
         self.org_id = org_id
         self.concurrency = concurrency
-        # The pacer needs the real transport under it; build it as httpx would (TLS settings, pool size).
-        inner = transport or httpx.AsyncHTTPTransport(
-            verify=verify,
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
-        )
+        # The pacer needs the real transport under it: the one the shared client would pick (TLS settings,
+        # pool size; aiohttp's wire unless a proxy is configured).
+        inner = transport or default_transport(verify, concurrency)
         self.pacer = PacedTransport(inner)
         self.http = UpstreamClient(
             "atlassian",

@@ -26,8 +26,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 
-from connector.apps.confluence_datacenter.transport import AiohttpTransport
-from connector.apps.confluence_datacenter.transport import wanted as transport_wanted
 from connector.ops.logging import get_logger
 from connector.ops.secrets import BasicAuth, BearerAuth, SecretSource
 from connector.sdk.errors import UpstreamError, invalid_argument
@@ -275,9 +273,8 @@ class ConfluenceClient:
             rate_limit=rate_limit,
             retry=retry or RetryPolicy(),
             verify=verify,
-            # aiohttp on the wire, httpx above it: half the CPU per response (see transport.py).
-            transport=transport
-            or (AiohttpTransport(verify=verify, max_connections=concurrency) if transport_wanted() else None),
+            # None: the shared client's default wire (aiohttp unless a proxy is configured).
+            transport=transport,
         )
         # Paced from the server's X-RateLimit-* headers unless the operator fixed a rate.
         self._auto_pace = rate_limit is None
