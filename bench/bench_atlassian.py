@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
 import resource
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import run_scenarios
 from connector.apps.atlassian.connector import build_connector
 from connector.apps.atlassian.settings import AtlassianSettings
 from connector.ops.logging import configure_logging
@@ -210,26 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(SCENARIOS))
     if unknown:
         p.error(f"unknown scenario {', '.join(unknown)} (choose from {', '.join(SCENARIOS)})")
-    rows = []
-    failed = False
-    for name in names:
-        cmd = [sys.executable, "-m", "bench.bench_atlassian", "--single", name]
-        for flag in (
-            "accounts",
-            "groups",
-            "memberships",
-            "workspaces",
-            "latency_ms",
-            "rate_limit",
-            "concurrency",
-        ):
-            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            failed = True
-            continue
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    rows, failed = run_scenarios(
+        "bench.bench_atlassian",
+        names,
+        args,
+        ("accounts", "groups", "memberships", "workspaces", "latency_ms", "rate_limit", "concurrency"),
+    )
     print(
         f"atlassian: {args.accounts} accounts, {args.groups} groups, {args.memberships} memberships, "
         f"{args.workspaces} workspaces, {args.latency_ms:g} ms latency, concurrency {args.concurrency}"

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import run_scenarios
 from connector.apps.confluence_datacenter.connector import ConfluenceConnector
 from connector.apps.confluence_datacenter.settings import ConfluenceSettings
 from connector.ops.logging import configure_logging
@@ -156,12 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.single:
         print(json.dumps(run_one(args.single, args)), flush=True)
         return 0
-    rows = []
-    failed = False
-    for name in SCENARIOS:
-        # One process per scenario, so each peak RSS is that scenario's own.
-        cmd = [sys.executable, "-m", "bench.bench_confluence", "--single", name]
-        for flag in (
+    rows, failed = run_scenarios(
+        "bench.bench_confluence",
+        SCENARIOS,
+        args,
+        (
             "users",
             "groups",
             "memberships",
@@ -171,14 +171,8 @@ def main(argv: list[str] | None = None) -> int:
             "rate_limit",
             "concurrency",
             "sync_concurrency",
-        ):
-            cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-        if done.returncode != 0:
-            print(done.stderr, file=sys.stderr)
-            failed = True
-            continue
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        ),
+    )
     print(
         f"confluence {args.version}: {args.users} users, {args.groups} groups, "
         f"{args.memberships} memberships, {args.spaces} spaces, {args.latency_ms:g} ms latency, "

@@ -308,7 +308,7 @@ async def test_full_sync_to_c1z(tmp_path: Path) -> None:
             "workspace": len(st.workspaces),
             "api_token": len(st.tokens),
         }
-        assert report.upstream_requests == env.connector.client.requests
+        assert report.upstream_requests == env.connector.upstream_request_count()
         assert report.connector_counters["user_pages"] == -(-len(st.users) // 100)
         with C1zReader(out) as reader:
             assert {r.id for r in reader.resource_types()} == {"user", "group", "workspace", "api_token"}

@@ -193,6 +193,16 @@ class C1zReader:
             for (data,) in batch:
                 yield bytes(data)
 
+    def _latest(
+        self, kind: type[M], table: str, match: str, values: list[Any], sync_id: str | None
+    ) -> M | None:
+        """The newest row of `table` matching `match` in the viewed sync (last write wins, as in Go)."""
+        where, args = self._sync_filter(sync_id)
+        row = self._c.execute(
+            f"select data from {table} where {match}{where} order by id desc limit 1", [*values, *args]
+        ).fetchone()
+        return _parse(kind, bytes(row[0])) if row else None
+
     def resource_types(self, *, sync_id: str | None = None) -> Iterator[resource_pb2.ResourceType]:
         where, args = self._sync_filter(sync_id)
         for data in self._iter_blobs(
@@ -203,12 +213,9 @@ class C1zReader:
     def get_resource_type(
         self, type_id: str, *, sync_id: str | None = None
     ) -> resource_pb2.ResourceType | None:
-        where, args = self._sync_filter(sync_id)
-        row = self._c.execute(
-            f"select data from {schema.RESOURCE_TYPES} where external_id = ?{where} order by id desc limit 1",
-            [type_id, *args],
-        ).fetchone()
-        return _parse(resource_pb2.ResourceType, bytes(row[0])) if row else None
+        return self._latest(
+            resource_pb2.ResourceType, schema.RESOURCE_TYPES, "external_id = ?", [type_id], sync_id
+        )
 
     def resources(
         self,
@@ -232,13 +239,13 @@ class C1zReader:
     def get_resource(
         self, resource_type: str, resource: str, *, sync_id: str | None = None
     ) -> resource_pb2.Resource | None:
-        where, args = self._sync_filter(sync_id)
-        row = self._c.execute(
-            f"select data from {schema.RESOURCES} where external_id = ? and resource_type_id = ?{where} "
-            "order by id desc limit 1",
-            [f"{resource_type}:{resource}", resource_type, *args],
-        ).fetchone()
-        return _parse(resource_pb2.Resource, bytes(row[0])) if row else None
+        return self._latest(
+            resource_pb2.Resource,
+            schema.RESOURCES,
+            "external_id = ? and resource_type_id = ?",
+            [f"{resource_type}:{resource}", resource_type],
+            sync_id,
+        )
 
     def entitlements(
         self,
@@ -262,12 +269,9 @@ class C1zReader:
     def get_entitlement(
         self, entitlement_id: str, *, sync_id: str | None = None
     ) -> entitlement_pb2.Entitlement | None:
-        where, args = self._sync_filter(sync_id)
-        row = self._c.execute(
-            f"select data from {schema.ENTITLEMENTS} where external_id = ?{where} order by id desc limit 1",
-            [entitlement_id, *args],
-        ).fetchone()
-        return _parse(entitlement_pb2.Entitlement, bytes(row[0])) if row else None
+        return self._latest(
+            entitlement_pb2.Entitlement, schema.ENTITLEMENTS, "external_id = ?", [entitlement_id], sync_id
+        )
 
     def grant_records(
         self,

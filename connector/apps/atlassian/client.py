@@ -290,10 +290,6 @@ class AtlassianClient:
     def clients(self) -> list[UpstreamClient]:
         return [self.http, *([self.scim] if self.scim is not None else [])]
 
-    @property
-    def requests(self) -> int:
-        return self.http.stats.requests + (self.scim.stats.requests if self.scim else 0)
-
     async def aclose(self) -> None:
         await self.http.aclose()
         if self.scim is not None:

@@ -288,10 +288,6 @@ class ConfluenceClient:
         self.cancel_read_ahead()
         await self.http.aclose()
 
-    @property
-    def request_count(self) -> int:
-        return self.http.stats.requests
-
     # --- requests ---------------------------------------------------------------------------------
 
     def _observe(self, response: httpx.Response) -> None:

@@ -14,6 +14,8 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from connector.sandbox.tenant.streams import close_writer, pipe
+
 
 @dataclass
 class ConnectRecord:
@@ -86,20 +88,20 @@ class ConnectProxy:
             self.records.append(ConnectRecord(target, 200, ua))
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
             await writer.drain()
-            await asyncio.gather(_pipe(reader, upstream), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, upstream), pipe(up_reader, writer))
         except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         finally:
             for w in (writer, upstream):
                 if w is not None:
                     self._writers.discard(w)
-                    _close(w)
+                    close_writer(w)
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
         for w in list(self._writers):
-            _close(w)
+            close_writer(w)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -107,20 +109,3 @@ class ConnectProxy:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        _close(writer)
-
-
-def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        if not writer.is_closing():
-            writer.close()

@@ -69,6 +69,7 @@ from connector.sandbox.tenant.keys import (
     new_client_name,
     verify_assertion,
 )
+from connector.sandbox.tenant.streams import close_writer, pipe
 
 log = logging.getLogger("connector.sandbox.tenant")
 
@@ -821,19 +822,19 @@ class _FrontEnd:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
             self._conns.add(up_writer)
             up_writer.write(first)
-            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         except (TimeoutError, OSError, ssl.SSLError, asyncio.IncompleteReadError):
             pass
         finally:
             for w in (writer, up_writer):
                 if w is not None:
                     self._conns.discard(w)
-                    _close(w)
+                    close_writer(w)
 
     def drop_connections(self) -> None:
         """Reset every open connection (a network blip as seen by clients)."""
         for w in list(self._conns):
-            _close(w)
+            close_writer(w)
 
     async def close(self) -> None:
         if self._server is not None:
@@ -846,23 +847,6 @@ class _FrontEnd:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (OSError, ssl.SSLError):
-        pass
-    finally:
-        _close(writer)
-
-
-def _close(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(Exception):
-        if not writer.is_closing():
-            writer.close()
 
 
 # ------------------------------------------------------------------------------------------ handle
