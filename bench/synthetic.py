@@ -40,6 +40,7 @@ from connector.pb.c1.connector.v2 import (
     resource_pb2,
 )
 from connector.sdk import model
+from connector.sdk.encoded_grants import EncodedGrants, GrantEncoder
 from connector.sdk.interface import Connector, Page, ResourceSyncer
 from connector.sdk.runtime import ConnectorRuntime
 from connector.sync.engine import SyncOptions, run_sync
@@ -151,34 +152,21 @@ class Groups(ResourceSyncer):
         total = org.members(g)
         start = _index(page_token)
         end = min(start + self.page, total)
-        ent_id = f"group:g{g}:member"
-        # Built the way a connector built on the SDK builders would, minus the per-call overhead: the
-        # entitlement {id, resource} is shared, principals are ids only.
-        ent = entitlement_pb2.Entitlement(id=ent_id, resource=resource)
-        items: list[grant_pb2.Grant] = []
-        for k in range(start, end):
-            uid = f"u{org.member(g, k)}"
-            items.append(
-                grant_pb2.Grant(
-                    id=f"{ent_id}:user:{uid}",
-                    entitlement=ent,
-                    principal=resource_pb2.Resource(
-                        id=resource_pb2.ResourceId(resource_type="user", resource=uid)
-                    ),
-                )
-            )
+        # Built the way a connector built on the SDK does it: one GrantEncoder per entitlement.
+        enc = GrantEncoder(resource, "member")
+        items = EncodedGrants()
+        users = self.org.users
+        enc.add_all(items, "user", [f"u{(g * 7919 + k) % users}" for k in range(start, end)])
         nxt = str(end) if end < total else ""
         if not nxt and g in org.nested_set:
             child = g + 1
-            items.append(
-                model.new_grant(
-                    resource,
-                    "member",
-                    model.resource_id("group", f"g{child}"),
-                    annotations=[
-                        annotation_grant_pb2.GrantExpandable(entitlement_ids=[f"group:g{child}:member"])
-                    ],
-                )
+            enc.add(
+                items,
+                "group",
+                f"g{child}",
+                annotations=[
+                    annotation_grant_pb2.GrantExpandable(entitlement_ids=[f"group:g{child}:member"])
+                ],
             )
         return Page(items, nxt)
 

@@ -16,7 +16,7 @@ from connector.c1z import container, ksuid
 from connector.c1z.container import C1zError
 from connector.c1z.reader import C1zReader
 from connector.c1z.timefmt import format_timestamp, parse_timestamp
-from connector.c1z.writer import C1zWriter
+from connector.c1z.writer import NEW_PAGE_SIZE, C1zWriter
 from connector.sdk import model
 from tests.test_sync_support import USER, build_go_c1z, user_res
 
@@ -241,10 +241,28 @@ def test_database_is_clean_after_commit(tmp_path: Path) -> None:
     db = tmp_path / "x.db"
     db.write_bytes(zstandard.ZstdDecompressor().decompress(out.read_bytes()[5:]))
     conn = sqlite3.connect(db)
-    assert conn.execute("pragma page_size").fetchone()[0] == 4096
+    # A new file uses the writer's larger pages (any SQLite reader reads them).
+    assert conn.execute("pragma page_size").fetchone()[0] == NEW_PAGE_SIZE
     assert conn.execute("pragma journal_mode").fetchone()[0] == "delete"
     assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
     # WAL mode would be recorded in the header (bytes 18-19 = 2); legacy rollback mode is 1.
     assert db.read_bytes()[18:20] == b"\x01\x01"
     conn.close()
     assert model.resource_id("user", "alice").resource == "alice"
+
+
+def test_existing_file_keeps_its_page_size(tmp_path: Path) -> None:
+    """A Go-written file (4 KiB pages) updated by a later sync stays a 4 KiB-page file, with both syncs."""
+    out = tmp_path / "sync.c1z"
+    build_go_c1z(out)
+    with C1zWriter(out) as w:
+        w.start_sync()
+        w.put_resources([user_res("zed")])
+        w.end_sync()
+    db = tmp_path / "x.db"
+    db.write_bytes(zstandard.ZstdDecompressor().decompress(out.read_bytes()[5:], max_output_size=1 << 30))
+    conn = sqlite3.connect(db)
+    assert conn.execute("pragma page_size").fetchone()[0] == 4096
+    assert conn.execute("select count(*) from v1_sync_runs").fetchone()[0] == 2
+    assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
+    conn.close()

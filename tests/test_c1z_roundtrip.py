@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,8 @@ def test_grant_upsert_needs_expansion_rules(tmp_path: Path) -> None:
     out = tmp_path / "sync.c1z"
     w = C1zWriter(out)
     w.start_sync("full")
+    # The upsert rules apply once the grant indexes exist (a fresh file's bulk load appends, see below).
+    w.ensure_indexes()
     w.put_grants([nested("group:eng:member")])
 
     def state() -> tuple[bytes | None, int]:
@@ -193,6 +196,39 @@ def test_grant_upsert_needs_expansion_rules(tmp_path: Path) -> None:
     w.put_grants([nested()], preserve_expansion=True)
     assert state()[1] == 1
     w.abort()
+
+
+def test_bulk_load_keeps_the_last_write_of_a_repeated_grant(tmp_path: Path) -> None:
+    """A new file loads grants without indexes; a grant listed twice ends up stored once, as written last
+    (what the upserts of an indexed load leave), and the unique index holds."""
+    org = Org()
+    all_ = group_res("all", org)
+    out = tmp_path / "sync.c1z"
+    with C1zWriter(out) as w:
+        w.start_sync("full")
+        w.put_grants([_grant(all_, "member", "group", "eng", model.expandable(["group:eng:member"]))])
+        w.put_grants([_grant(all_, "member", "user", "alice")])
+        w.put_grants([_grant(all_, "member", "group", "eng")])  # the same grant again, now plain
+        w.put_grants([_grant(all_, "member", "user", "alice", model.expandable(["group:x:member"]))])
+        w.ensure_indexes()
+        rows = w.conn.execute(
+            "select external_id, expansion is not null, needs_expansion from v1_grants order by external_id"
+        ).fetchall()
+        assert rows == [("group:all:member:group:eng", 0, 0), ("group:all:member:user:alice", 1, 1)]
+        with pytest.raises(sqlite3.IntegrityError):
+            w.conn.execute(
+                "insert into v1_grants (resource_type_id, resource_id, entitlement_id, "
+                "principal_resource_type_id, principal_resource_id, external_id, data, sync_id, "
+                "discovered_at) select resource_type_id, resource_id, entitlement_id, "
+                "principal_resource_type_id, principal_resource_id, external_id, data, sync_id, "
+                "discovered_at from v1_grants limit 1"
+            )
+        w.end_sync()
+    with C1zReader(out) as r:
+        assert sorted(g.id for g in r.grants()) == [
+            "group:all:member:group:eng",
+            "group:all:member:user:alice",
+        ]
 
 
 def test_serialization_is_deterministic(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from connector.pb.c1.connector.v2 import (
     resource_pb2,
 )
 from connector.sdk import model
+from connector.sdk.encoded_grants import EncodedGrants, GrantEncoder
 from connector.sdk.errors import ConnectorError
 from connector.sdk.interface import Connector, Page, ResourceGetter, ResourceSyncer
 
@@ -73,6 +74,8 @@ class Org:
     user_annotations: list[Message] = field(default_factory=list)
     group_annotations_for: dict[str, list[Message]] = field(default_factory=dict)
     insert_resource_grants: bool = False
+    # group grants built with the SDK's GrantEncoder (bytes and columns) instead of protobuf messages
+    encoded: bool = False
     missing_trait_for: str | None = None
     calls: list[str] = field(default_factory=list)
 
@@ -162,6 +165,14 @@ class Bots(ResourceSyncer):
         return Page()
 
 
+def _expandable(nest: Nest) -> Message:
+    return model.expandable(
+        list(nest.entitlement_ids or [f"group:{nest.child}:member"]),
+        shallow=nest.shallow,
+        resource_type_ids=nest.resource_type_ids,
+    )
+
+
 class Groups(ResourceSyncer, ResourceGetter):
     resource_type = GROUP
 
@@ -189,23 +200,24 @@ class Groups(ResourceSyncer, ResourceGetter):
         for nest in self.org.nested.get(gid, []):
             items.append(("group", nest.child, nest))
         chunk, nxt = _page(items, page_token)
-        out = []
-        for ptype, pid, nest in chunk:
-            annotations: list[Message] = []
-            if nest is not None:
-                annotations.append(
-                    model.expandable(
-                        list(nest.entitlement_ids or [f"group:{nest.child}:member"]),
-                        shallow=nest.shallow,
-                        resource_type_ids=nest.resource_type_ids,
-                    )
-                )
-            out.append(
-                model.new_grant(resource, "member", model.resource_id(ptype, pid), annotations=annotations)
-            )
         page_annotations: list[Message] = []
         if self.org.insert_resource_grants:
             page_annotations.append(annotation_grant_pb2.InsertResourceGrants())
+        if self.org.encoded:
+            enc = GrantEncoder(resource, "member")
+            encoded = EncodedGrants()
+            for ptype, pid, nest in chunk:
+                if nest is None:
+                    enc.add_all(encoded, ptype, [pid])
+                else:
+                    enc.add(encoded, ptype, pid, [_expandable(nest)])
+            return Page(encoded, nxt, page_annotations)
+        out = []
+        for ptype, pid, nest in chunk:
+            annotations = [_expandable(nest)] if nest is not None else []
+            out.append(
+                model.new_grant(resource, "member", model.resource_id(ptype, pid), annotations=annotations)
+            )
         return Page(out, nxt, page_annotations)
 
     async def get(self, resource_id: resource_pb2.ResourceId, parent: resource_pb2.ResourceId | None) -> Any:

@@ -27,6 +27,7 @@ MAX_WINDOW_SIZE = 128 << 20
 # BATON_DECODER_MAX_DECODED_SIZE_MB.
 DEFAULT_MAX_DECODED_BYTES = 10 << 30
 CHUNK = 1 << 20
+MT_JOB_SIZE = 4 << 20
 
 
 class C1zError(Exception):
@@ -75,6 +76,9 @@ def compress_file(
         write_content_size=True,
         enable_ldm=False,
         threads=threads,
+        # zstd's default job for this window is 32 MiB per worker, with its buffers; 4 MiB jobs compress
+        # as fast here and keep the workers' memory to tens of MB.
+        job_size=MT_JOB_SIZE if threads > 0 else 0,
     )
     cctx = zstandard.ZstdCompressor(compression_params=params)
     start = out.tell()

@@ -12,7 +12,7 @@ expected shape takes the plain attribute path. Both paths give the same columns 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from connector.c1z.schema import extract_expansion
 from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
@@ -209,6 +209,16 @@ class GrantRows:
         for start, end in spans:
             add(data[start:end], None)
         self._trim_cache()
+
+    def add_records(self, records: Sequence[PlainGrantRow], annotated: bool) -> None:
+        """Add grants that come with their columns (an SDK `EncodedGrants` page). Annotated grants go
+        through the byte path, which moves a GrantExpandable into `expansion`."""
+        if annotated:
+            for record in records:
+                self._add(record[6], None)
+            self._trim_cache()
+        else:
+            self.plain.extend(records)
 
     def _add(self, data: bytes, g: grant_pb2.Grant | None) -> None:
         try:

@@ -212,16 +212,17 @@ def all_indexes() -> tuple[IndexDef, ...]:
 
 
 def deferrable_grant_indexes() -> tuple[IndexDef, ...]:
-    """Grant indexes not needed while grants stream in (the unique one is: upserts conflict on it)."""
+    """Every grant index: a fresh database loads its grants with plain inserts and builds them after
+    (the unique one first: expansion upserts conflict on it)."""
     table = TABLES_BY_NAME[GRANTS]
-    return tuple(i for i in table.indexes if not i.unique) + GRANT_PARTIAL_INDEXES
+    return tuple(sorted(table.indexes, key=lambda i: not i.unique)) + GRANT_PARTIAL_INDEXES
 
 
 def create_schema(conn: sqlite3.Connection, *, defer_grant_indexes: bool = False) -> None:
     """Create every table and index that is missing, in the Go order, then run the migrations.
 
-    With `defer_grant_indexes`, the non-unique grant indexes are left for `create_indexes` (bulk loads
-    are faster without them); the final file must still get them.
+    With `defer_grant_indexes`, the grant indexes are left for `create_indexes` (bulk loads are faster
+    without them); the final file must still get them.
     """
     deferred = {i.name for i in deferrable_grant_indexes()} if defer_grant_indexes else set()
     for table in TABLES:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import grpc
 from google.rpc import status_pb2
 
 from connector.pb.c1.connector.v2 import connector_pb2, entitlement_pb2, grant_pb2, resource_pb2
+from connector.sdk.encoded_grants import EncodedGrants
 from connector.sdk.errors import ConnectorError
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -68,6 +69,16 @@ class ConnectorClient(Protocol):
     async def delete_resource(
         self, request: resource_pb2.DeleteResourceRequest
     ) -> resource_pb2.DeleteResourceResponse: ...
+
+
+@runtime_checkable
+class EncodedGrantsClient(Protocol):
+    """A connector in this process that can hand grants over as bytes and columns (`ConnectorRuntime`);
+    the sync engine uses it when present and plain `list_grants` otherwise."""
+
+    async def list_grants_encoded(
+        self, request: grant_pb2.GrantsServiceListGrantsRequest
+    ) -> tuple[grant_pb2.GrantsServiceListGrantsResponse, EncodedGrants | None]: ...
 
 
 # (python method, service, RPC, request type, response type): the whole surface, in one table that the

@@ -33,9 +33,12 @@ Grant = grant_pb2.Grant
 
 @dataclass
 class Page(Generic[T]):
-    """One page of a listing. An empty `next_token` means this was the last page."""
+    """One page of a listing. An empty `next_token` means this was the last page.
 
-    items: list[T] = field(default_factory=list)
+    `items` is usually a list; a grants page may be an `EncodedGrants` (see connector.sdk.encoded_grants).
+    """
+
+    items: Sequence[T] = field(default_factory=list)
     next_token: str = ""
     annotations: list[Message] = field(default_factory=list)
 

@@ -25,6 +25,7 @@ from connector.pb.c1.connector.v2 import (
 )
 from connector.sdk import model
 from connector.sdk.crypto import CredentialHelper, CryptoError, InvalidCredentialRequest
+from connector.sdk.encoded_grants import EncodedGrants
 from connector.sdk.errors import ConnectorError, UpstreamError, from_upstream
 from connector.sdk.interface import (
     AccountCredentials,
@@ -290,6 +291,18 @@ class ConnectorRuntime:
     async def list_grants(
         self, request: grant_pb2.GrantsServiceListGrantsRequest
     ) -> grant_pb2.GrantsServiceListGrantsResponse:
+        response, encoded = await self.list_grants_encoded(request)
+        if encoded is not None:
+            # The grants' bytes are the response's `list` field: one C-level parse, no per-grant work.
+            response.MergeFromString(encoded.wire())
+        return response
+
+    async def list_grants_encoded(
+        self, request: grant_pb2.GrantsServiceListGrantsRequest
+    ) -> tuple[grant_pb2.GrantsServiceListGrantsResponse, EncodedGrants | None]:
+        """ListGrants for an in-process caller: when the syncer built its page with a GrantEncoder, the
+        grants come back as bytes and columns beside a response holding only the token and annotations
+        (the sync engine stores them as they are); otherwise as a normal response and None."""
         rid = request.resource.id
         syncer = self._syncer(rid.resource_type)
         # The hot path of a sync (one call per resource): the action text is only built for errors.
@@ -303,11 +316,19 @@ class ConnectorRuntime:
             self._check_token(
                 request.page_token, page.next_token, f"list grants of {rid.resource_type}:{rid.resource}"
             )
-        return grant_pb2.GrantsServiceListGrantsResponse(
-            list=page.items,
+        items = page.items
+        if isinstance(items, EncodedGrants):
+            response = grant_pb2.GrantsServiceListGrantsResponse(
+                next_page_token=page.next_token,
+                annotations=model.pack_all(page.annotations) if page.annotations else None,
+            )
+            return response, items
+        response = grant_pb2.GrantsServiceListGrantsResponse(
+            list=items,
             next_page_token=page.next_token,
             annotations=model.pack_all(page.annotations) if page.annotations else None,
         )
+        return response, None
 
     # --- provisioning ------------------------------------------------------------------------------
 
