@@ -38,9 +38,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from connector.c1z import rows, schema
+from connector.c1z import rows
 from connector.c1z.container import C1zError
-from connector.c1z.writer import C1zWriter
 from connector.ops.logging import get_logger
 from connector.pb.c1.connector.v2 import (
     annotation_ratelimit_pb2,
@@ -53,8 +52,9 @@ from connector.pb.c1.connector.v2 import (
 from connector.sdk.client import ConnectorClient, EncodedGrantsClient
 from connector.sdk.encoded_grants import EncodedGrants
 from connector.sdk.errors import ConnectorError
-from connector.sync.expansion import DEFAULT_MAX_DEPTH, Expander, ExpansionError
+from connector.sync.expansion import DEFAULT_MAX_DEPTH, ExpansionError
 from connector.sync.report import SyncReport
+from connector.sync.store import Store, new_cancel_event, open_store
 
 log = get_logger(__name__)
 
@@ -113,6 +113,9 @@ class SyncOptions:
     retry_base_delay_s: float = 1.0
     max_retry_wait_s: float = 600.0
     max_expansion_depth: int = DEFAULT_MAX_DEPTH
+    # The c1z writer (SQLite, indexes, compression) runs in a child process, on another core than the
+    # connector; False keeps it on a thread of this process.
+    writer_process: bool = True
 
 
 class SyncError(Exception):
@@ -249,7 +252,7 @@ class _ResourceFeed:
     MAX_BATCHES_IN_FLIGHT per table), and every worker would stall with it. Two pages at most are held.
     """
 
-    def __init__(self, db: _Db, writer: C1zWriter) -> None:
+    def __init__(self, db: _Db, writer: Store) -> None:
         self.db = db
         self.w = writer
         self.buffer: deque[bytes] = deque()
@@ -307,7 +310,7 @@ class _Syncer:
         self,
         client: ConnectorClient,
         db: _Db,
-        writer: C1zWriter,
+        writer: Store,
         options: SyncOptions,
         report: SyncReport,
         on_phase: Callable[[str], None] | None,
@@ -838,30 +841,14 @@ class _Syncer:
 
     async def expand(self) -> None:
         self.phase("grant-expansion")
-        await self.db.run(self.w.ensure_indexes)
-        expander = Expander(
-            self.w.conn, self.w.sync_id, max_depth=self.options.max_expansion_depth, warn=self.report.warn
-        )
         try:
-            if await self.db.run(expander.load):
-                while (layer := expander.next_layer()) is not None:
-                    for action in layer:
-                        cursor: tuple[str, str, int] | None = None
-                        while True:
-                            cursor = await self.db.run(expander.expand_page, action, cursor)
-                            if cursor is None:
-                                break
+            stats, warnings = await self.db.run(self.w.expand_grants, self.options.max_expansion_depth)
         except ExpansionError as exc:
             raise SyncError("grant-expansion", "", str(exc)) from None
-        self.report.grants_expanded = expander.stats.created
-        log.info(
-            "grant_expansion_done",
-            edges=expander.stats.edges,
-            cycles_collapsed=expander.stats.components_collapsed,
-            layers=expander.stats.layers,
-            created=expander.stats.created,
-            updated=expander.stats.updated,
-        )
+        for message in warnings:
+            self.report.warn(message)
+        self.report.grants_expanded = stats["created"]
+        log.info("grant_expansion_done", **stats)
 
 
 async def _as_coro(aw: Awaitable[None]) -> None:
@@ -970,11 +957,18 @@ async def _run_sync(
         upstream_requests = connector.upstream_request_count
     upstream_start = upstream_requests() if upstream_requests is not None else 0
     db = _Db()
-    cancel = threading.Event()
-    writer: C1zWriter | None = None
+    in_process = not options.writer_process
+    cancel = new_cancel_event(in_process)
+    writer: Store | None = None
     syncer: _Syncer | None = None
     opening = db.submit(
-        lambda: C1zWriter(output, temp_dir=temp_dir, keep_sync_count=options.keep_sync_count, cancel=cancel)
+        lambda: open_store(
+            output,
+            temp_dir=temp_dir,
+            keep_sync_count=options.keep_sync_count,
+            cancel=cancel,
+            in_process=in_process,
+        )
     )
     try:
         writer = await asyncio.wrap_future(opening)
@@ -1021,16 +1015,15 @@ async def _run_sync(
     return report
 
 
-def _finish(w: C1zWriter, report: SyncReport) -> None:
-    """On the SQLite thread: final indexes, end the sync run, counts for the report, retention."""
-    w.ensure_indexes()
-    w.end_sync()
-    report.resources = w.resource_counts()
-    report.entitlements = w.count(schema.ENTITLEMENTS)
-    report.grants_direct = w.count(schema.GRANTS) - report.grants_expanded
-    removed = w.cleanup_old_syncs()
-    if removed:
-        log.info("sync_old_syncs_removed", count=removed)
+def _finish(w: Store, report: SyncReport) -> None:
+    """On the store thread: final indexes, end the sync run, counts for the report, retention."""
+    result = w.finish()
+    report.resources = dict(result["resources"])
+    report.entitlements = int(result["entitlements"])
+    report.grants_direct = int(result["grants"]) - report.grants_expanded
+    report.writer_peak_rss_kib = int(result["peak_rss_kib"])
+    if result["old_syncs_removed"]:
+        log.info("sync_old_syncs_removed", count=result["old_syncs_removed"])
 
 
 async def _cleanup_connector(client: ConnectorClient, active_sync_id: str, report: SyncReport) -> None:

@@ -28,6 +28,8 @@ class SyncReport:
     dropped_records: int = 0
     phase_durations: dict[str, float] = field(default_factory=dict)
     c1z_bytes: int = 0
+    # Peak RSS of the c1z writer process (0 when the writer ran in this process).
+    writer_peak_rss_kib: int = 0
 
     @property
     def grants(self) -> int:
@@ -65,6 +67,7 @@ class SyncReport:
             "dropped_records": self.dropped_records,
             "phase_durations": {k: round(v, 3) for k, v in self.phase_durations.items()},
             "c1z_bytes": self.c1z_bytes,
+            "writer_peak_rss_kib": self.writer_peak_rss_kib,
         }
 
 

@@ -1,0 +1,378 @@
+"""The sync engine's store: a C1zWriter plus the work the engine does inside the database (grant
+expansion, the end-of-sync bookkeeping), either in this process or in a child process.
+
+Why a child process: a sync is Python work on two sides, the connector building rows and SQLite storing
+them, and with one interpreter the two take turns on the GIL (binding a row batch's parameters alone holds
+it for about a microsecond and a half per row). A writer in its own process runs SQLite, index building
+and compression on the second core while the connector keeps the first. Row batches cross a pipe as
+`marshal` bytes (rows are tuples of str and bytes; marshal is the cheapest encoding of those).
+
+Both kinds expose the same synchronous methods and are driven from one engine thread. `ProcessStore`
+sends writes without waiting (a few in flight, so the child always has the next batch) and reports a
+failed write at the next call that waits for an answer. Errors come back as the same exception types.
+The child ignores SIGINT/SIGTERM (the parent decides), and exits, discarding its temp files, when the
+parent goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import marshal
+import multiprocessing
+import multiprocessing.connection
+import queue
+import resource
+import shutil
+import signal
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from connector.c1z import rows, schema
+from connector.c1z.container import C1zError, Cancelled
+from connector.c1z.writer import C1zWriter
+from connector.sync.expansion import Expander, ExpansionError
+
+# Row batches that may be queued in the pipe before the engine waits for the child.
+MAX_PENDING_WRITES = 4
+_WRITES = frozenset(
+    {"write_resource_type_rows", "write_resource_rows", "write_entitlement_rows", "write_grant_rows"}
+)
+
+
+class Store(Protocol):
+    """What the engine calls (always from its one store thread)."""
+
+    sync_id: str
+
+    def start_sync(self, sync_type: str = "full", parent_sync_id: str = "") -> str: ...
+    def latest_finished_sync(self, sync_type: str | None = None) -> str: ...
+    def write_resource_type_rows(self, batch: Sequence[rows.ResourceTypeRow]) -> None: ...
+    def write_resource_rows(self, batch: Sequence[rows.ResourceRow]) -> None: ...
+    def write_entitlement_rows(self, batch: Sequence[rows.EntitlementRow]) -> None: ...
+    def write_grant_batch(self, batch: rows.GrantRows) -> None: ...
+    def resource_page(
+        self, after_id: int, limit: int, resource_type: str | None = None
+    ) -> list[tuple[int, bytes]]: ...
+    def resource_exists(self, resource_type: str, resource: str) -> bool: ...
+    def expand_grants(self, max_depth: int) -> tuple[dict[str, int], list[str]]: ...
+    def finish(self) -> dict[str, Any]: ...
+    def commit(self) -> int: ...
+    def abort(self) -> None: ...
+
+
+class LocalStore(C1zWriter):
+    """The store in this process (the engine runs it on a worker thread)."""
+
+    def expand_grants(self, max_depth: int) -> tuple[dict[str, int], list[str]]:
+        """Grant expansion (indexes first). Returns the expander's counts and its warnings."""
+        self.ensure_indexes()
+        warnings: list[str] = []
+        expander = Expander(self.conn, self.sync_id, max_depth=max_depth, warn=warnings.append)
+        if expander.load():
+            while (layer := expander.next_layer()) is not None:
+                if self.cancel.is_set():
+                    raise Cancelled("grant expansion cancelled")
+                expander.expand_layer(layer)
+        s = expander.stats
+        stats = {
+            "edges": s.edges,
+            "cycles_collapsed": s.components_collapsed,
+            "layers": s.layers,
+            "created": s.created,
+            "updated": s.updated,
+        }
+        return stats, warnings
+
+    def finish(self) -> dict[str, Any]:
+        """Final indexes, end of the sync run, counts for the report, retention of older syncs."""
+        self.ensure_indexes()
+        self.end_sync()
+        return {
+            "resources": self.resource_counts(),
+            "entitlements": self.count(schema.ENTITLEMENTS),
+            "grants": self.count(schema.GRANTS),
+            "old_syncs_removed": self.cleanup_old_syncs(),
+            "peak_rss_kib": 0,
+        }
+
+    def write_grant_batch(self, batch: rows.GrantRows) -> None:
+        self.write_grant_rows(batch.plain, batch.expandable)
+
+
+def open_store(
+    target: Path,
+    *,
+    temp_dir: Path | None,
+    keep_sync_count: int,
+    cancel: Any,
+    in_process: bool,
+) -> Store:
+    if in_process:
+        return LocalStore(target, temp_dir=temp_dir, keep_sync_count=keep_sync_count, cancel=cancel)
+    return ProcessStore(target, temp_dir=temp_dir, keep_sync_count=keep_sync_count, cancel=cancel)
+
+
+def new_cancel_event(in_process: bool) -> Any:
+    """A cancel flag the store can see: a thread event, or one shared with the child process."""
+    return threading.Event() if in_process else _context().Event()
+
+
+# --- the child process ------------------------------------------------------------------------------
+
+
+def _context() -> multiprocessing.context.ForkServerContext:
+    # forkserver: children fork from a small clean server (this module preloaded), never from the daemon
+    # with its gRPC and event-loop threads, and start in milliseconds after the first.
+    ctx = multiprocessing.get_context("forkserver")
+    assert isinstance(ctx, multiprocessing.context.ForkServerContext)
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def _error_reply(exc: BaseException) -> bytes:
+    kind = type(exc).__name__
+    if isinstance(exc, Cancelled):
+        kind = "Cancelled"
+    elif isinstance(exc, C1zError):
+        kind = "C1zError"
+    return marshal.dumps(("error", kind, str(exc)))
+
+
+def _child_main(
+    conn: multiprocessing.connection.Connection,
+    target: str,
+    temp_dir: str | None,
+    keep_sync_count: int,
+    cancel: Any,
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        store = LocalStore(
+            target,
+            temp_dir=temp_dir,
+            keep_sync_count=keep_sync_count,
+            cancel=cancel,
+        )
+    except BaseException as exc:
+        conn.send_bytes(_error_reply(exc))
+        return
+    conn.send_bytes(marshal.dumps(("ok", str(store.work_dir))))
+    # A reader thread receives and decodes the next request while this thread is inside SQLite (which
+    # runs without the GIL), so the two overlap; the small queue bounds what is held in memory.
+    requests: queue.Queue[tuple[str, tuple[Any, ...]] | None] = queue.Queue(maxsize=2)
+
+    def read() -> None:
+        while True:
+            try:
+                data = conn.recv_bytes()
+            except (EOFError, OSError):
+                requests.put(None)
+                return
+            op, args = marshal.loads(data)
+            requests.put((op, args))
+            if op in ("commit", "abort"):
+                return
+
+    threading.Thread(target=read, name="c1z-writer-reader", daemon=True).start()
+    try:
+        while True:
+            request = requests.get()
+            if request is None:
+                store.abort()  # the parent is gone: leave nothing behind
+                return
+            op, args = request
+            try:
+                if op == "write_grant_rows":
+                    store.write_grant_rows(*args)
+                    result: Any = None
+                elif op == "finish":
+                    result = store.finish()
+                    result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                else:
+                    result = getattr(store, op)(*args)
+            except BaseException as exc:
+                conn.send_bytes(_error_reply(exc))
+                if op in ("commit", "abort"):
+                    return
+                continue
+            conn.send_bytes(marshal.dumps(("ok", result)))
+            if op in ("commit", "abort"):
+                return
+    finally:
+        conn.close()
+
+
+class ProcessStore:
+    """The store in a child process (see the module docstring)."""
+
+    def __init__(
+        self,
+        target: Path,
+        *,
+        temp_dir: Path | None,
+        keep_sync_count: int,
+        cancel: Any,
+    ) -> None:
+        ctx = _context()
+        self.sync_id = ""
+        self.peak_rss_kib = 0
+        self._tmp_target = target.with_name(target.name + ".tmp")  # as C1zWriter names it
+        self._pending = 0
+        self._closed = False
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(
+            target=_child_main,
+            args=(child, str(target), None if temp_dir is None else str(temp_dir), keep_sync_count, cancel),
+            name="c1z-writer",
+            daemon=True,
+        )
+        self._proc.start()
+        child.close()
+        self._work_dir: Path | None = None
+        try:
+            self._work_dir = Path(self._reply())
+        except BaseException:
+            self._shutdown()
+            raise
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    # --- plumbing -----------------------------------------------------------------------------------
+
+    def _reply(self) -> Any:
+        try:
+            message = marshal.loads(self._conn.recv_bytes())
+        except (EOFError, OSError):
+            self._proc.join(5)
+            raise C1zError(
+                f"the c1z writer process exited unexpectedly (exit code {self._proc.exitcode})"
+            ) from None
+        if message[0] == "ok":
+            return message[1]
+        _, kind, text = message
+        if kind == "Cancelled":
+            raise Cancelled(text)
+        if kind == "C1zError":
+            raise C1zError(text)
+        if kind == "ExpansionError":
+            raise ExpansionError(text)
+        raise C1zError(f"c1z writer: {kind}: {text}")
+
+    def _send(self, op: str, args: tuple[Any, ...]) -> None:
+        if self._closed:
+            raise C1zError("the c1z writer is closed")
+        try:
+            self._conn.send_bytes(marshal.dumps((op, args)))
+        except (BrokenPipeError, OSError):
+            self._proc.join(5)
+            raise C1zError(
+                f"the c1z writer process exited unexpectedly (exit code {self._proc.exitcode})"
+            ) from None
+
+    def _drain(self) -> None:
+        """Read the answers to writes in flight; raise the first failure after reading them all (so
+        the next answer read is the next call's)."""
+        first: BaseException | None = None
+        while self._pending:
+            self._pending -= 1
+            try:
+                self._reply()
+            except (C1zError, ExpansionError) as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    def _call(self, op: str, *args: Any) -> Any:
+        self._drain()
+        self._send(op, args)
+        return self._reply()
+
+    def _write(self, op: str, *args: Any) -> None:
+        if self._pending >= MAX_PENDING_WRITES:
+            self._pending -= 1
+            try:
+                self._reply()
+            except BaseException:
+                self._drain()
+                raise
+        self._send(op, args)
+        self._pending += 1
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        self._conn.close()
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        if self._work_dir is not None and self._proc.exitcode != 0:
+            # A child that died (killed, out of memory) could not remove its temp database.
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self._tmp_target.unlink(missing_ok=True)
+
+    # --- the store ----------------------------------------------------------------------------------
+
+    def start_sync(self, sync_type: str = "full", parent_sync_id: str = "") -> str:
+        self.sync_id = str(self._call("start_sync", sync_type, parent_sync_id))
+        return self.sync_id
+
+    def latest_finished_sync(self, sync_type: str | None = None) -> str:
+        return str(self._call("latest_finished_sync", sync_type))
+
+    def write_resource_type_rows(self, batch: Sequence[rows.ResourceTypeRow]) -> None:
+        self._write("write_resource_type_rows", list(batch))
+
+    def write_resource_rows(self, batch: Sequence[rows.ResourceRow]) -> None:
+        self._write("write_resource_rows", list(batch))
+
+    def write_entitlement_rows(self, batch: Sequence[rows.EntitlementRow]) -> None:
+        self._write("write_entitlement_rows", list(batch))
+
+    def write_grant_batch(self, batch: rows.GrantRows) -> None:
+        self._write("write_grant_rows", batch.plain, batch.expandable)
+
+    def resource_page(
+        self, after_id: int, limit: int, resource_type: str | None = None
+    ) -> list[tuple[int, bytes]]:
+        page: list[tuple[int, bytes]] = self._call("resource_page", after_id, limit, resource_type)
+        return page
+
+    def resource_exists(self, resource_type: str, resource: str) -> bool:
+        return bool(self._call("resource_exists", resource_type, resource))
+
+    def expand_grants(self, max_depth: int) -> tuple[dict[str, int], list[str]]:
+        stats, warnings = self._call("expand_grants", max_depth)
+        return dict(stats), list(warnings)
+
+    def finish(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("finish")
+        self.peak_rss_kib = int(result.get("peak_rss_kib", 0))
+        return result
+
+    def commit(self) -> int:
+        try:
+            return int(self._call("commit"))
+        finally:
+            self._shutdown()
+
+    def abort(self) -> None:
+        """Discard everything (also after a failed write, or when the child has died)."""
+        if self._closed:
+            return
+        try:
+            with contextlib.suppress(C1zError, ExpansionError):
+                self._drain()  # a failed write: the abort still goes ahead
+            with contextlib.suppress(C1zError, ExpansionError):
+                self._send("abort", ())
+                self._reply()
+        finally:
+            self._shutdown()
+
+
+__all__ = ["LocalStore", "ProcessStore", "Store", "new_cancel_event", "open_store"]

@@ -1,0 +1,138 @@
+"""The c1z writer in a child process: same file as in process, and nothing left behind when it or the
+parent dies."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connector.c1z.container import C1zError
+from connector.sdk.runtime import ConnectorRuntime
+from connector.sync import store as store_module
+from connector.sync.engine import SyncError, SyncOptions, run_sync
+from tests.test_sync_support import Nest, Org, OrgConnector, content, files
+
+
+def _org() -> Org:
+    org = Org(bots=["b1"])
+    org.groups["eng"].append("bot:b1")
+    org.nested["ops"] = [Nest("eng", shallow=True, resource_type_ids=("user",))]
+    return org
+
+
+async def test_child_process_and_thread_writers_produce_the_same_file(tmp_path: Path) -> None:
+    child, local = tmp_path / "child.c1z", tmp_path / "local.c1z"
+    a = await run_sync(ConnectorRuntime(OrgConnector(_org())), child, SyncOptions(writer_process=True))
+    b = await run_sync(ConnectorRuntime(OrgConnector(_org())), local, SyncOptions(writer_process=False))
+    assert content(child) == content(local)
+    assert (a.grants_direct, a.grants_expanded, a.resources) == (
+        b.grants_direct,
+        b.grants_expanded,
+        b.resources,
+    )
+    assert a.writer_peak_rss_kib > 0 and b.writer_peak_rss_kib == 0
+
+
+async def test_a_second_sync_into_the_same_file_keeps_the_first(tmp_path: Path) -> None:
+    out = tmp_path / "sync.c1z"
+    first = await run_sync(ConnectorRuntime(OrgConnector(_org())), out, SyncOptions())
+    second = await run_sync(ConnectorRuntime(OrgConnector(_org())), out, SyncOptions())
+    assert first.sync_id != second.sync_id
+    assert content(out)["v1_grants"]  # the latest sync reads back
+    assert files(tmp_path) == ["sync.c1z"]
+
+
+async def test_writer_killed_mid_sync_fails_clearly_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stores: list[Any] = []
+    real = store_module.ProcessStore
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.killed = False
+            stores.append(self)
+
+    monkeypatch.setattr(store_module, "ProcessStore", Recording)
+    org = _org()
+
+    def kill_writer() -> Exception | None:
+        if not stores[0].killed:
+            stores[0].killed = True
+            os.kill(stores[0].pid, signal.SIGKILL)
+            time.sleep(0.2)
+        return None
+
+    org.fail[("grants", "group:eng")] = kill_writer
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    with pytest.raises(
+        (SyncError, C1zError), match=r"c1z writer process exited unexpectedly \(exit code -9\)"
+    ):
+        await run_sync(
+            ConnectorRuntime(OrgConnector(org)), tmp_path / "sync.c1z", SyncOptions(), temp_dir=scratch
+        )
+    assert files(tmp_path) == ["scratch"]
+    assert files(scratch) == []
+
+
+def test_writer_exits_and_cleans_up_when_the_parent_dies(tmp_path: Path) -> None:
+    """A daemon killed with SIGKILL mid-sync: its writer notices, removes its temp database and exits."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    script = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        from pathlib import Path
+        from connector.sdk.runtime import ConnectorRuntime
+        from connector.sync.engine import SyncOptions, run_sync
+        from tests.test_sync_support import Org, OrgConnector
+
+        org = Org()
+
+        def stall():
+            print("STALLED", flush=True)
+            import time
+            time.sleep(60)
+
+        org.fail[("grants", "group:eng")] = stall
+        asyncio.run(run_sync(ConnectorRuntime(OrgConnector(org)), Path({str(tmp_path / "sync.c1z")!r}),
+                             SyncOptions(), temp_dir=Path({str(scratch)!r})))
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent
+    )
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # log lines, then the marker
+            if line.strip() == "STALLED":
+                break
+        assert len(list(scratch.iterdir())) == 1  # the writer's temp dir
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while list(scratch.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(scratch.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scratch"]
+
+
+async def test_unusable_existing_file_is_reported_from_the_child(tmp_path: Path) -> None:
+    out = tmp_path / "sync.c1z"
+    out.write_text("not a c1z")
+    with pytest.raises(C1zError, match=r"existing file .* is not usable: not a c1z file"):
+        await run_sync(ConnectorRuntime(OrgConnector(_org())), out, SyncOptions())
+    assert out.read_text() == "not a c1z"
+    await asyncio.sleep(0)
