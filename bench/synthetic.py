@@ -6,8 +6,10 @@
 The connector generates its organisation on the fly from indices (it stores nothing), so what is measured
 is the engine: runtime calls, row building, SQLite, grant expansion, zstd, atomic write. Every
 `--nested-every`-th group also contains the next group (a GrantExpandable grant), so expansion does real
-work. Each size runs in its own process, so `ru_maxrss` is that run's own peak; VmRSS is also sampled
-during the run. The default run also repeats the sync with a quarter of the grants to show that peak RSS
+work. Groups list their members through the SDK's GrantEncoder, as the Confluence and Atlassian
+connectors do. Each size runs in its own process, so `ru_maxrss` is that run's own peak; the sync's c1z
+writer runs in a child process and reports its own peak, and the figure checked against the target is the
+sum of the two. The default run also repeats the sync with a quarter of the grants to show that peak RSS
 does not grow with the number of grants.
 """
 
@@ -288,7 +290,13 @@ async def _run_once(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "entitlements": report.entitlements,
         "wall_s": round(wall, 2),
         "grants_per_s": round(report.grants_direct / wall) if wall else 0,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # The sync's two processes: this one (connector and engine) and the c1z writer; the sum of the
+        # two peaks bounds what the sync ever held.
+        "parent_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "writer_peak_rss_mb": round(report.writer_peak_rss_kib / 1024, 1),
+        "peak_rss_mb": round(
+            (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + report.writer_peak_rss_kib) / 1024, 1
+        ),
         "sampled_vmrss_mb": round(sampler.peak_kib / 1024, 1),
         "c1z_bytes": report.c1z_bytes,
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
@@ -336,10 +344,11 @@ def _print(result: dict[str, Any]) -> None:
         f"(+{result['grants_expanded']} expanded)\n"
         f"  wall time     {result['wall_s']:.2f} s\n"
         f"  grants/s      {result['grants_per_s']:,} (target >= {TARGET_GRANTS_PER_S:,})\n"
-        f"  peak RSS      {result['peak_rss_mb']:.1f} MB ru_maxrss, "
-        f"{result['sampled_vmrss_mb']:.1f} MB sampled VmRSS (target <= {TARGET_RSS_MB} MB)\n"
+        f"  peak RSS      {result['peak_rss_mb']:.1f} MB (target <= {TARGET_RSS_MB} MB): engine process "
+        f"{result['parent_peak_rss_mb']:.1f} MB ru_maxrss ({result['sampled_vmrss_mb']:.1f} MB sampled VmRSS) "
+        f"+ c1z writer process {result['writer_peak_rss_mb']:.1f} MB\n"
         f"  c1z           {result['c1z_bytes']:,} bytes\n"
-        f"  cpu time      {result['cpu_s']:.2f} s (user+system, all threads); "
+        f"  cpu time      {result['cpu_s']:.2f} s (user+system, engine process only); "
         f"{result['connector_s']:.2f} s inside the synthetic connector's own code\n"
         f"  phases        {', '.join(f'{k} {v:.2f}s' for k, v in result['phases'].items())}",
         flush=True,
