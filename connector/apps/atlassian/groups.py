@@ -18,6 +18,7 @@ from connector.apps.atlassian.resources import (
 from connector.apps.atlassian.shared import Shared
 from connector.pb.c1.connector.v2 import annotation_entitlement_pb2, annotation_trait_pb2
 from connector.sdk import model
+from connector.sdk.encoded_grants import EncodedGrants, GrantEncoder
 from connector.sdk.errors import ConnectorError, failed_precondition, invalid_argument, not_found
 from connector.sdk.interface import (
     Entitlement,
@@ -101,8 +102,8 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         chunk = account_ids[start : start + GRANTS_PER_PAGE]
         # Grants name their resource by id only: the full resource (profile and all) is stored once with
         # the resources, not copied into each of possibly thousands of grants.
-        slim = Resource(id=resource.id)
-        grants = [model.new_grant(slim, MEMBER, model.resource_id(USER.id, a)) for a in chunk]
+        grants = EncodedGrants()
+        GrantEncoder(Resource(id=resource.id), MEMBER).add_all(grants, USER.id, chunk)
         end = start + GRANTS_PER_PAGE
         return Page(grants, str(end) if end < len(account_ids) else "")
 

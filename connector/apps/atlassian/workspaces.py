@@ -18,6 +18,7 @@ from connector.apps.atlassian.roles import assignment_roles, is_direct
 from connector.apps.atlassian.shared import Shared
 from connector.pb.c1.connector.v2 import annotation_trait_pb2
 from connector.sdk import model
+from connector.sdk.encoded_grants import EncodedGrants, GrantEncoder
 from connector.sdk.errors import invalid_argument, not_found
 from connector.sdk.interface import (
     Entitlement,
@@ -117,22 +118,14 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
         state = self.shared.state
         state.counters["grant_listings"] += 1
         holders = await state.roles.holders(resource.id.resource, role)
-        grants: list[Grant] = []
-        slim = Resource(id=resource.id)  # see GroupSyncer.grants
+        grants = EncodedGrants()
+        enc = GrantEncoder(Resource(id=resource.id), role)  # slim resource: see GroupSyncer.grants
         for gid in holders.groups:
             member_ent = model.entitlement_id(model.resource_id(GROUP.id, gid), MEMBER)
-            grants.append(
-                model.new_grant(
-                    slim,
-                    role,
-                    model.resource_id(GROUP.id, gid),
-                    annotations=[model.expandable([member_ent])],
-                )
-            )
+            enc.add(grants, GROUP.id, gid, [model.expandable([member_ent])])
         # Direct holders get their own grant even when a group also gives them the role: removing them
         # from the group would not take the role away. Expansion merges both sources.
-        for uid in holders.users:
-            grants.append(model.new_grant(slim, role, model.resource_id(USER.id, uid)))
+        enc.add_all(grants, USER.id, holders.users)
         state.counters["workspace_user_grants"] += len(holders.users)
         state.counters["workspace_group_grants"] += len(holders.groups)
         state.counters["workspace_users_via_groups"] += holders.via_groups_only
