@@ -17,7 +17,8 @@ role-holding groups with 6.6k distinct members). Scenarios:
 * `ratelimit`, `ratelimit-paced`: the rate-limited runs in the default configuration (about 7,200
   requests at 50/s: 2.5 minutes each, so not run unless asked for).
 
-The sandbox runs in its own process, so the peak RSS reported is the connector + engine's own. The lower
+The sandbox runs in its own process, so the peak RSS reported is the sync's own (the connector + engine
+process plus the c1z writer process, each at its peak). The lower
 bound is what the chosen request pattern cannot beat on the network: the longest chain of dependent
 requests (cursor pagination of the user walk, split over its two ends) times the latency, the request
 count over the concurrency times the latency, and, under a rate limit, the request count over the rate
@@ -159,8 +160,9 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
     needed = result["requests"] - result["retries"]
     walks = int(result["report"]["connector_counters"].get("user_walks", 1))
     bound = _lower_bound(needed, args.accounts, walks, args.latency_ms / 1000, args.concurrency, server_rate)
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report = result["report"]
+    # The connector + engine process and the sync's c1z writer process, each at its peak.
+    rss_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + report["writer_peak_rss_kib"]) / 1024
     return {
         "scenario": name,
         "wall_s": round(result["wall_s"], 2),
