@@ -977,6 +977,7 @@ async def _run_sync(
         syncer.phase("save")
         await db.run(_finish, writer, report)
         report.c1z_bytes = await db.run(writer.commit)
+        report.writer_peak_rss_kib = writer.peak_rss_kib
         syncer.phase("")
     except BaseException as exc:
         cancel.set()
@@ -1021,7 +1022,6 @@ def _finish(w: Store, report: SyncReport) -> None:
     report.resources = dict(result["resources"])
     report.entitlements = int(result["entitlements"])
     report.grants_direct = int(result["grants"]) - report.grants_expanded
-    report.writer_peak_rss_kib = int(result["peak_rss_kib"])
     if result["old_syncs_removed"]:
         log.info("sync_old_syncs_removed", count=result["old_syncs_removed"])
 

@@ -45,6 +45,8 @@ class Store(Protocol):
     """What the engine calls (always from its one store thread)."""
 
     sync_id: str
+    # Peak RSS of a child process store, known after commit (0 in process).
+    peak_rss_kib: int
 
     def start_sync(self, sync_type: str = "full", parent_sync_id: str = "") -> str: ...
     def latest_finished_sync(self, sync_type: str | None = None) -> str: ...
@@ -64,6 +66,8 @@ class Store(Protocol):
 
 class LocalStore(C1zWriter):
     """The store in this process (the engine runs it on a worker thread)."""
+
+    peak_rss_kib = 0
 
     def expand_grants(self, max_depth: int) -> tuple[dict[str, int], list[str]]:
         """Grant expansion (indexes first). Returns the expander's counts and its warnings."""
@@ -94,7 +98,6 @@ class LocalStore(C1zWriter):
             "entitlements": self.count(schema.ENTITLEMENTS),
             "grants": self.count(schema.GRANTS),
             "old_syncs_removed": self.cleanup_old_syncs(),
-            "peak_rss_kib": 0,
         }
 
     def write_grant_batch(self, batch: rows.GrantRows) -> None:
@@ -188,9 +191,9 @@ def _child_main(
                 if op == "write_grant_rows":
                     store.write_grant_rows(*args)
                     result: Any = None
-                elif op == "finish":
-                    result = store.finish()
-                    result["peak_rss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                elif op == "commit":
+                    # The peak is read after compression, the last and one of the hungriest steps.
+                    result = (store.commit(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
                 else:
                     result = getattr(store, op)(*args)
             except BaseException as exc:
@@ -352,12 +355,12 @@ class ProcessStore:
 
     def finish(self) -> dict[str, Any]:
         result: dict[str, Any] = self._call("finish")
-        self.peak_rss_kib = int(result.get("peak_rss_kib", 0))
         return result
 
     def commit(self) -> int:
         try:
-            return int(self._call("commit"))
+            size, self.peak_rss_kib = self._call("commit")
+            return int(size)
         finally:
             self._shutdown()
 
