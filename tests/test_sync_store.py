@@ -136,3 +136,38 @@ async def test_unusable_existing_file_is_reported_from_the_child(tmp_path: Path)
         await run_sync(ConnectorRuntime(OrgConnector(_org())), out, SyncOptions())
     assert out.read_text() == "not a c1z"
     await asyncio.sleep(0)
+
+
+def test_a_script_without_a_main_guard_syncs_and_runs_once(tmp_path: Path) -> None:
+    """The writer child does not re-import the caller's main module (multiprocessing would by default)."""
+    marker = tmp_path / "ran.txt"
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio
+            from pathlib import Path
+            from connector.sdk.runtime import ConnectorRuntime
+            from connector.sync.engine import SyncOptions, run_sync
+            from tests.test_sync_support import OrgConnector
+
+            with open({str(marker)!r}, "a") as f:
+                f.write("ran\\n")
+            report = asyncio.run(run_sync(ConnectorRuntime(OrgConnector()), Path({str(tmp_path / "s.c1z")!r}),
+                                          SyncOptions()))
+            print("grants", report.grants_direct)
+            """
+        )
+    )
+    root = Path(__file__).parent.parent
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "grants 9" in out.stdout
+    assert marker.read_text() == "ran\n"

@@ -24,8 +24,9 @@ import queue
 import resource
 import shutil
 import signal
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -134,6 +135,29 @@ def _context() -> multiprocessing.context.ForkServerContext:
     return ctx
 
 
+_START_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """multiprocessing re-imports the caller's main module in every forkserver child (so that objects
+    defined there unpickle); the store needs nothing from it, and a script without an
+    `if __name__ == "__main__"` guard would run again in the child. The child is told there is none."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _START_LOCK:
+        saved: dict[str, Any] = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
 def _error_reply(exc: BaseException) -> bytes:
     kind = type(exc).__name__
     if isinstance(exc, Cancelled):
@@ -232,7 +256,8 @@ class ProcessStore:
             name="c1z-writer",
             daemon=True,
         )
-        self._proc.start()
+        with _main_module_hidden():
+            self._proc.start()
         child.close()
         self._work_dir: Path | None = None
         try:
