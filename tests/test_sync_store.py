@@ -171,3 +171,21 @@ def test_a_script_without_a_main_guard_syncs_and_runs_once(tmp_path: Path) -> No
     assert out.returncode == 0, out.stderr[-2000:]
     assert "grants 9" in out.stdout
     assert marker.read_text() == "ran\n"
+
+
+async def test_sync_falls_back_to_an_in_process_writer_when_no_child_can_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No fork allowed (or no /dev/shm for the shared cancel flag): the sync still completes, in process."""
+
+    def no_processes(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(store_module, "ProcessStore", no_processes)
+    report = await run_sync(ConnectorRuntime(OrgConnector(_org())), tmp_path / "a.c1z", SyncOptions())
+    assert report.grants_direct > 0 and report.writer_peak_rss_kib == 0
+
+    monkeypatch.setattr(store_module, "_context", no_processes)
+    report = await run_sync(ConnectorRuntime(OrgConnector(_org())), tmp_path / "b.c1z", SyncOptions())
+    assert report.grants_direct > 0 and report.writer_peak_rss_kib == 0
+    assert content(tmp_path / "a.c1z") == content(tmp_path / "b.c1z")

@@ -33,7 +33,10 @@ from typing import Any, Protocol
 from connector.c1z import rows, schema
 from connector.c1z.container import C1zError, Cancelled
 from connector.c1z.writer import C1zWriter
+from connector.ops.logging import get_logger
 from connector.sync.expansion import Expander, ExpansionError
+
+log = get_logger(__name__)
 
 # Row batches that may be queued in the pipe before the engine waits for the child.
 MAX_PENDING_WRITES = 4
@@ -113,14 +116,26 @@ def open_store(
     cancel: Any,
     in_process: bool,
 ) -> Store:
-    if in_process:
-        return LocalStore(target, temp_dir=temp_dir, keep_sync_count=keep_sync_count, cancel=cancel)
-    return ProcessStore(target, temp_dir=temp_dir, keep_sync_count=keep_sync_count, cancel=cancel)
+    """The store for one sync. A child process is used unless `in_process` (or `cancel` is a plain thread
+    event, see `new_cancel_event`); if the child cannot be started (no fork allowed, no /dev/shm, out of
+    memory), the store falls back to this process with a warning rather than failing the sync."""
+    if not in_process and not isinstance(cancel, threading.Event):
+        try:
+            return ProcessStore(target, temp_dir=temp_dir, keep_sync_count=keep_sync_count, cancel=cancel)
+        except OSError as exc:
+            log.warning("c1z_writer_process_unavailable", error=str(exc), fallback="in process")
+    return LocalStore(target, temp_dir=temp_dir, keep_sync_count=keep_sync_count, cancel=cancel)
 
 
 def new_cancel_event(in_process: bool) -> Any:
-    """A cancel flag the store can see: a thread event, or one shared with the child process."""
-    return threading.Event() if in_process else _context().Event()
+    """A cancel flag the store can see: a thread event, or one shared with a child process (falling back
+    to a thread event, and so to an in-process store, where process-shared semaphores are unavailable)."""
+    if not in_process:
+        try:
+            return _context().Event()
+        except OSError as exc:
+            log.warning("c1z_writer_process_unavailable", error=str(exc), fallback="in process")
+    return threading.Event()
 
 
 # --- the child process ------------------------------------------------------------------------------
