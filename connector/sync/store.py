@@ -40,8 +40,22 @@ log = get_logger(__name__)
 
 # Row batches that may be queued in the pipe before the engine waits for the child.
 MAX_PENDING_WRITES = 4
-_WRITES = frozenset(
-    {"write_resource_type_rows", "write_resource_rows", "write_entitlement_rows", "write_grant_rows"}
+# What the parent may ask of the child (the LocalStore methods a ProcessStore forwards).
+_OPS = frozenset(
+    {
+        "start_sync",
+        "latest_finished_sync",
+        "write_resource_type_rows",
+        "write_resource_rows",
+        "write_entitlement_rows",
+        "write_grant_rows",
+        "resource_page",
+        "resource_exists",
+        "expand_grants",
+        "finish",
+        "commit",
+        "abort",
+    }
 )
 
 
@@ -227,10 +241,9 @@ def _child_main(
                 return
             op, args = request
             try:
-                if op == "write_grant_rows":
-                    store.write_grant_rows(*args)
-                    result: Any = None
-                elif op == "commit":
+                if op not in _OPS:
+                    raise C1zError(f"unknown store operation {op!r}")
+                if op == "commit":
                     # The peak is read after compression, the last and one of the hungriest steps.
                     result = (store.commit(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
                 else:
