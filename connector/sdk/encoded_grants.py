@@ -34,7 +34,6 @@ from connector.sdk import model
 GrantRecord = tuple[str, str, str, str, str, str, bytes]
 
 _ONE_BYTE = [bytes((n,)) for n in range(128)]
-_EXPANDABLE_URL = "type.googleapis.com/c1.connector.v2.GrantExpandable"
 
 
 def _varint(n: int) -> bytes:
@@ -202,11 +201,3 @@ class GrantEncoder:
         return model.new_grant(
             self._resource, self._slug, model.resource_id(principal_type, principal), annotations=annotations
         )
-
-
-def has_expandable(records: EncodedGrants) -> bool:
-    """Whether any grant of `records` may carry a GrantExpandable annotation (a cheap byte test)."""
-    if not records.annotated:
-        return False
-    mark = _EXPANDABLE_URL.encode()
-    return any(mark in r[6] for r in records.records)
