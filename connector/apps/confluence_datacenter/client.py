@@ -550,6 +550,16 @@ class ConfluenceClient:
             self._ahead[(route, key[1], next_token)] = task
         return items, next_token
 
+    async def first_page(
+        self, route: str, *, path_params: Mapping[str, str] | None = None
+    ) -> tuple[list[Json], str]:
+        """The first page of a listing alone (one request) and the token `list_window` continues from
+        ("" when the server says there is no more)."""
+        first = await self.fetch_page(route, path_params=path_params, params={"limit": self.page_limit})
+        if first.next is None:
+            return first.results, ""
+        return first.results, Cursor(first.next, first.total, 2).encode()
+
     def cancel_read_ahead(self) -> None:
         for task in self._ahead.values():
             task.cancel()

@@ -9,6 +9,7 @@ import grpc
 
 from connector.apps.confluence_datacenter.client import ConfluenceClient, Json, RpcError, RpcUnavailable
 from connector.apps.confluence_datacenter.common import GROUP, MEMBER, USER, GrantFactory, SyncState
+from connector.apps.confluence_datacenter.prefetch import Prefetcher
 from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk import model
 from connector.sdk.errors import ConnectorError, UpstreamError, invalid_argument, not_found
@@ -70,10 +71,22 @@ class GroupMembers:
 class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
     resource_type = GROUP
 
-    def __init__(self, client: ConfluenceClient, state: SyncState, members: GroupMembers) -> None:
+    def __init__(
+        self,
+        client: ConfluenceClient,
+        state: SyncState,
+        members: GroupMembers,
+        prefetch: Prefetcher | None = None,
+    ) -> None:
         self.client = client
         self.state = state
         self.members = members
+        self.prefetch = prefetch
+        if prefetch is not None:
+            prefetch.register("group", self._first_members)
+
+    async def _first_members(self, name: str) -> tuple[list[Json], str]:
+        return await self.client.first_page("/rest/api/group/{group}/member", path_params={"group": name})
 
     async def list(
         self, parent: resource_pb2.ResourceId | None, page_token: str
@@ -81,6 +94,10 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         if parent is not None:
             return Page()
         items, token = await self.client.list_window("/rest/api/group", token=page_token)
+        names = [str(g["name"]) for g in items if isinstance(g.get("name"), str)]
+        # Before 8.4 the members come from GroupMembers (fetched for the user listing anyway).
+        if self.prefetch is not None and (await self.client.capabilities()).list_users_rest:
+            self.prefetch.offer("group", names)
         return Page([group_resource(g) for g in items if isinstance(g.get("name"), str)], token)
 
     async def get(
@@ -114,10 +131,16 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
             people: list[Json] = cached[name]
             token = ""
         else:
+            ahead = (
+                self.prefetch.take("group", name) if self.prefetch is not None and not page_token else None
+            )
             try:
-                people, token = await self.client.list_window(
-                    "/rest/api/group/{group}/member", path_params={"group": name}, token=page_token
-                )
+                if ahead is not None:
+                    people, token = await ahead
+                else:
+                    people, token = await self.client.list_window(
+                        "/rest/api/group/{group}/member", path_params={"group": name}, token=page_token
+                    )
             except UpstreamError as err:
                 if err.status == 404:
                     # Deleted between listing and now: nothing to grant.
@@ -157,6 +180,8 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
             return GrantResult(grants=[grant], already_exists=True)
         await self._write(self.client.add_member, username, group)
         self.members.invalidate()
+        if self.prefetch is not None:
+            self.prefetch.forget("group", group)
         return GrantResult(grants=[grant])
 
     async def revoke(self, grant: grant_pb2.Grant) -> RevokeResult:
@@ -165,6 +190,8 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
             return RevokeResult(already_revoked=True)
         await self._write(self.client.remove_member, username, group)
         self.members.invalidate()
+        if self.prefetch is not None:
+            self.prefetch.forget("group", group)
         return RevokeResult()
 
     async def _write(self, op: Any, username: str, group: str) -> None:

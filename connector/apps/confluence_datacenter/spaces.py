@@ -33,6 +33,7 @@ from connector.apps.confluence_datacenter.common import (
     SyncState,
     group_member_entitlement_id,
 )
+from connector.apps.confluence_datacenter.prefetch import Prefetcher
 from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk import model
 from connector.sdk.errors import ConnectorError, UpstreamError, invalid_argument, not_found
@@ -74,9 +75,14 @@ def _permission_of(entitlement: entitlement_pb2.Entitlement) -> SpacePermission:
 class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
     resource_type = SPACE
 
-    def __init__(self, client: ConfluenceClient, state: SyncState) -> None:
+    def __init__(
+        self, client: ConfluenceClient, state: SyncState, prefetch: Prefetcher | None = None
+    ) -> None:
         self.client = client
         self.state = state
+        self.prefetch = prefetch
+        if prefetch is not None:
+            prefetch.register("space", client.space_permissions_rest)
 
     async def list(
         self, parent: resource_pb2.ResourceId | None, page_token: str
@@ -84,7 +90,11 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         if parent is not None:
             return Page()
         items, token = await self.client.list_window("/rest/api/space", token=page_token)
-        return Page([space_resource(s) for s in items if isinstance(s.get("key"), str)], token)
+        spaces = [s for s in items if isinstance(s.get("key"), str)]
+        # Only the REST permissions (9.1+) are read ahead; JSON-RPC reads stay one at a time.
+        if self.prefetch is not None and (await self.client.capabilities()).space_permissions_rest:
+            self.prefetch.offer("space", [str(s["key"]) for s in spaces])
+        return Page([space_resource(s) for s in spaces], token)
 
     async def get(
         self, resource_id: resource_pb2.ResourceId, parent: resource_pb2.ResourceId | None
@@ -122,12 +132,15 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                 self.state.key_to_username[key] = name
         return name
 
-    async def _read(self, caps: Capabilities, key: str) -> Permissions | None:
+    async def _read(self, caps: Capabilities, key: str, *, read_ahead: bool = False) -> Permissions | None:
         """The space's permissions as (permission, subject), counting what is not a grant; None when the
-        server cannot tell us (logged once as a missing capability)."""
+        server cannot tell us (logged once as a missing capability). `read_ahead`: a sync may use what the
+        prefetcher already read (never a provisioning check, which must see the current state)."""
         out: Permissions = []
         if caps.space_permissions_rest:
-            for item in await self.client.space_permissions_rest(key):
+            ahead = self.prefetch.take("space", key) if read_ahead and self.prefetch is not None else None
+            items = await ahead if ahead is not None else await self.client.space_permissions_rest(key)
+            for item in items:
                 op, subject = _obj(item.get("operation")), _obj(item.get("subject"))
                 pair = (str(op.get("targetType", "")), str(op.get("operationKey", "")))
                 perm = BY_REST.get(pair)
@@ -193,7 +206,7 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         key = resource.id.resource
         caps = await self.client.capabilities()
         try:
-            permissions = await self._read(caps, key)
+            permissions = await self._read(caps, key, read_ahead=not page_token)
         except UpstreamError as err:
             if err.status == 404:
                 self.state.count("spaces_vanished")
@@ -309,6 +322,8 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         if await self._holds(caps, key, perm, subject):
             return GrantResult(grants=[grant], already_exists=True)
         await self._change("grant", key, perm, subject)
+        if self.prefetch is not None:
+            self.prefetch.forget("space", key)
         return GrantResult(grants=[grant])
 
     async def revoke(self, grant: grant_pb2.Grant) -> RevokeResult:
@@ -319,4 +334,6 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         if not await self._holds(caps, key, perm, subject):
             return RevokeResult(already_revoked=True)
         await self._change("revoke", key, perm, subject)
+        if self.prefetch is not None:
+            self.prefetch.forget("space", key)
         return RevokeResult()

@@ -126,8 +126,17 @@ class UserSyncer(ResourceSyncer, ResourceGetter):
             if self._emails is not None and not self._emails.done():
                 self._emails.cancel()
             self._emails = asyncio.ensure_future(self._fetch_emails())
+        if with_emails and not page_token and self._emails is not None:
+            # No user can be emitted before every email is known: the admin listing goes first, alone,
+            # rather than sharing the connection slots with user pages that would only wait for it.
+            await asyncio.shield(self._emails)
+        # One round of pages per call (and one more read ahead): each call turns its people into
+        # resources while the next round is on the wire, and never holds the event loop for long.
         people, token = await self.client.list_window(
-            "/rest/api/user/list", params={"expand": "status"}, token=page_token
+            "/rest/api/user/list",
+            params={"expand": "status"},
+            token=page_token,
+            window=self.client.concurrency,
         )
         emails = await asyncio.shield(self._emails) if with_emails and self._emails is not None else {}
         if not page_token:
