@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from connector.apps.confluence_datacenter.common import USER, GrantFactory
+from connector.apps.confluence_datacenter.common import USER
 from connector.apps.confluence_datacenter.groups import group_resource
 from connector.apps.confluence_datacenter.users import user_resource
 from connector.c1z.reader import C1zReader
@@ -19,6 +19,7 @@ from connector.pb.c1.connector.v2 import annotation_trait_pb2, entitlement_pb2
 from connector.sandbox.confluence.data import Group, SandboxData, Space, User
 from connector.sandbox.confluence.server import SandboxConfig
 from connector.sdk import model
+from connector.sdk.encoded_grants import EncodedGrants, GrantEncoder
 from connector.sdk.runtime import ConnectorRuntime
 from connector.sync.engine import SyncOptions, run_sync
 from tests.test_confluence_support import VERSIONS, running
@@ -180,10 +181,13 @@ def test_fast_builders_match_the_sdk_builders_exactly() -> None:
     )
 
     group = group_resource({"name": "qa/automation", "type": "group"})
-    member = GrantFactory(group, "member")
-    assert member("user", "bob") == model.new_grant(group, "member", model.resource_id("user", "bob"))
+    members = EncodedGrants()
+    GrantEncoder(group, "member").add_all(members, "user", ["bob"])
+    assert list(members) == [model.new_grant(group, "member", model.resource_id("user", "bob"))]
     space = model.new_resource("Engineering", "space", "ENG")
     expand = [model.expandable(["group:qa/automation:member"])]
-    assert GrantFactory(space, "view")("group", "qa/automation", expand) == model.new_grant(
-        space, "view", model.resource_id("group", "qa/automation"), annotations=expand
-    )
+    holders = EncodedGrants()
+    GrantEncoder(space, "view").add(holders, "group", "qa/automation", expand)
+    assert list(holders) == [
+        model.new_grant(space, "view", model.resource_id("group", "qa/automation"), annotations=expand)
+    ]

@@ -8,13 +8,11 @@ customer can switch connectors without ConductorOne seeing every account and gra
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from google.protobuf.message import Message
-
 from connector.ops.logging import get_logger
-from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
+from connector.pb.c1.connector.v2 import resource_pb2
 from connector.sdk import model
 
 log = get_logger(__name__)
@@ -73,30 +71,6 @@ def group_member_entitlement_id(group_name: str) -> str:
 
 def space_key_of(resource: resource_pb2.Resource) -> str:
     return resource.id.resource
-
-
-class GrantFactory:
-    """Grants of one entitlement, exactly as `model.new_grant` builds them, but with the entitlement (and the
-    resource inside it) built once: a group's members are tens of thousands of grants of one entitlement, and
-    rebuilding the embedded resource for each was a third of the connector's own CPU in a large sync."""
-
-    def __init__(self, resource: resource_pb2.Resource, slug: str) -> None:
-        self._entitlement = entitlement_pb2.Entitlement(
-            id=model.entitlement_id(resource, slug), resource=resource
-        )
-        self._prefix = self._entitlement.id + ":"
-
-    def __call__(
-        self, principal_type: str, principal: str, annotations: Sequence[Message] = ()
-    ) -> grant_pb2.Grant:
-        return grant_pb2.Grant(
-            entitlement=self._entitlement,
-            principal=resource_pb2.Resource(
-                id=resource_pb2.ResourceId(resource_type=principal_type, resource=principal)
-            ),
-            id=f"{self._prefix}{principal_type}:{principal}",
-            annotations=model.pack_all(annotations) if annotations else (),
-        )
 
 
 @dataclass

@@ -8,10 +8,11 @@ from typing import Any
 import grpc
 
 from connector.apps.confluence_datacenter.client import ConfluenceClient, Json, RpcError, RpcUnavailable
-from connector.apps.confluence_datacenter.common import GROUP, MEMBER, USER, GrantFactory, SyncState
+from connector.apps.confluence_datacenter.common import GROUP, MEMBER, USER, SyncState
 from connector.apps.confluence_datacenter.prefetch import Prefetcher
 from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk import model
+from connector.sdk.encoded_grants import EncodedGrants, GrantEncoder
 from connector.sdk.errors import ConnectorError, UpstreamError, invalid_argument, not_found
 from connector.sdk.interface import (
     GrantProvisioner,
@@ -147,9 +148,10 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                     self.state.count("groups_vanished")
                     return Page()
                 raise
-        grant = GrantFactory(resource, MEMBER)
-        user = USER.id
-        grants = [grant(user, p["username"]) for p in people if isinstance(p.get("username"), str)]
+        grants = EncodedGrants()
+        GrantEncoder(resource, MEMBER).add_all(
+            grants, USER.id, [p["username"] for p in people if isinstance(p.get("username"), str)]
+        )
         return Page(grants, token)
 
     # --- provisioning ---------------------------------------------------------------------------

@@ -28,7 +28,6 @@ from connector.apps.confluence_datacenter.common import (
     SPACE,
     SPACE_PERMISSIONS,
     USER,
-    GrantFactory,
     SpacePermission,
     SyncState,
     group_member_entitlement_id,
@@ -36,6 +35,7 @@ from connector.apps.confluence_datacenter.common import (
 from connector.apps.confluence_datacenter.prefetch import Prefetcher
 from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk import model
+from connector.sdk.encoded_grants import EncodedGrants, GrantEncoder
 from connector.sdk.errors import ConnectorError, UpstreamError, invalid_argument, not_found
 from connector.sdk.interface import (
     GrantProvisioner,
@@ -221,23 +221,23 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
             ) from err
         if permissions is None:
             return Page()
-        grants: list[grant_pb2.Grant] = []
+        grants = EncodedGrants()
         seen: set[tuple[str, Subject]] = set()
-        factories: dict[str, GrantFactory] = {}
+        encoders: dict[str, GrantEncoder] = {}
         for perm, subject in permissions:
             if (perm.slug, subject) in seen:
                 continue
             seen.add((perm.slug, subject))
             kind, name = subject
             assert name is not None
-            grant = factories.get(perm.slug)
-            if grant is None:
-                grant = factories[perm.slug] = GrantFactory(resource, perm.slug)
+            enc = encoders.get(perm.slug)
+            if enc is None:
+                enc = encoders[perm.slug] = GrantEncoder(resource, perm.slug)
             if kind == "user":
-                grants.append(grant(USER.id, name))
+                enc.add(grants, USER.id, name)
             else:
                 # Members of the group hold the permission too: the engine derives their grants.
-                grants.append(grant(GROUP.id, name, [model.expandable([group_member_entitlement_id(name)])]))
+                enc.add(grants, GROUP.id, name, [model.expandable([group_member_entitlement_id(name)])])
         return Page(grants)
 
     # --- provisioning -------------------------------------------------------------------------------
