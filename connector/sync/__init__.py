@@ -1,6 +1,3 @@
-"""The sync engine: drives a connector through c1.connector.v2 and writes a c1z."""
-
-from connector.sync.engine import SyncError, SyncOptions, run_sync
-from connector.sync.report import SyncReport, format_report
-
-__all__ = ["SyncError", "SyncOptions", "SyncReport", "format_report", "run_sync"]
+"""The sync engine (engine.py) drives a connector through c1.connector.v2 and writes a c1z through its
+store (store.py), which may run in a child process. Nothing is imported here, so that the store's child
+process loads only what storing needs."""

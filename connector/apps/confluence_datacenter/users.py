@@ -95,6 +95,10 @@ def user_resource(
     )
 
 
+# Users built between two hand-backs to the event loop (see UserSyncer._list_rest).
+_USERS_PER_SLICE = 200
+
+
 class UserSyncer(ResourceSyncer, ResourceGetter):
     resource_type = USER
 
@@ -159,7 +163,11 @@ class UserSyncer(ResourceSyncer, ResourceGetter):
                     for p, s in zip(people, statuses, strict=True)
                 ]
         out = []
-        for person, status in zip(people, statuses, strict=True):
+        for i, (person, status) in enumerate(zip(people, statuses, strict=True)):
+            if i and i % _USERS_PER_SLICE == 0:
+                # A round is up to 8 pages of users (~15 us each to build): hand the loop back between
+                # slices so responses to the requests in flight are not held up behind the whole round.
+                await asyncio.sleep(0)
             self._remember(person)
             out.append(user_resource(person, status=status, email=emails.get(person["username"])))
         return Page(out, token)
