@@ -99,8 +99,8 @@ async def _sync(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "report": report.to_dict(),
         "c1z_bytes": size,
         # CPU of this process (event loop and engine; the c1z writer runs in its own process): on a small
-        # machine the sync is
-        # CPU-bound long before it is latency-bound, and other load on the machine shows in `load_1m`.
+        # machine the sync is CPU-bound long before it is latency-bound, and other load on the machine
+        # shows in `load_1m`.
         "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "load_1m": load,
     }
