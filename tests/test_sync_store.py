@@ -17,6 +17,7 @@ import pytest
 
 from connector.c1z.container import C1zError
 from connector.sdk.runtime import ConnectorRuntime
+from connector.sync import engine as engine_module
 from connector.sync import store as store_module
 from connector.sync.engine import SyncError, SyncOptions, run_sync
 from tests.test_sync_support import Nest, Org, OrgConnector, content, files
@@ -189,3 +190,30 @@ async def test_sync_falls_back_to_an_in_process_writer_when_no_child_can_start(
     report = await run_sync(ConnectorRuntime(OrgConnector(_org())), tmp_path / "b.c1z", SyncOptions())
     assert report.grants_direct > 0 and report.writer_peak_rss_kib == 0
     assert content(tmp_path / "a.c1z") == content(tmp_path / "b.c1z")
+
+
+async def test_the_connector_is_validated_while_the_store_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's start (a child process) overlaps the first connector calls instead of preceding them."""
+    events: list[str] = []
+    real_open = engine_module.open_store
+
+    def slow_open(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)
+        events.append("store open")
+        return real_open(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "open_store", slow_open)
+    connector = OrgConnector(_org())
+    real_validate = connector.validate
+
+    async def validate() -> Any:
+        events.append("validated")
+        return await real_validate()
+
+    monkeypatch.setattr(connector, "validate", validate)
+    out = tmp_path / "sync.c1z"
+    report = await run_sync(ConnectorRuntime(connector), out, SyncOptions())
+    assert events == ["validated", "store open"]
+    assert report.grants_direct > 0 and content(out)["v1_grants"]

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from connector.c1z import rows
+from connector.c1z import ksuid, rows
 from connector.c1z.container import C1zError
 from connector.ops.logging import get_logger
 from connector.pb.c1.connector.v2 import (
@@ -173,17 +173,87 @@ def _target_id(target: Target) -> tuple[ResourceId, ResourceId | None]:
     return ResourceId(resource_type=type_id, resource=res), None
 
 
+# Store jobs (run on the store's thread with the store as first argument).
+
+
+def _start_sync(store: Store, sync_type: str, parent: str, sync_id: str) -> str:
+    return store.start_sync(sync_type, parent, sync_id or None)
+
+
+def _latest_finished_sync(store: Store, sync_type: str) -> str:
+    return store.latest_finished_sync(sync_type)
+
+
+def _write_resource_type_rows(store: Store, batch: list[rows.ResourceTypeRow]) -> None:
+    store.write_resource_type_rows(batch)
+
+
+def _write_resource_rows(store: Store, batch: list[rows.ResourceRow]) -> None:
+    store.write_resource_rows(batch)
+
+
+def _write_entitlement_rows(store: Store, batch: list[rows.EntitlementRow]) -> None:
+    store.write_entitlement_rows(batch)
+
+
+def _write_grant_batch(store: Store, batch: rows.GrantRows) -> None:
+    store.write_grant_batch(batch)
+
+
+def _resource_page(store: Store, after: int, limit: int, type_id: str | None) -> list[tuple[int, bytes]]:
+    return store.resource_page(after, limit, type_id)
+
+
+def _resource_exists(store: Store, type_id: str, res_id: str) -> bool:
+    return store.resource_exists(type_id, res_id)
+
+
+def _expand_grants(store: Store, max_depth: int) -> tuple[dict[str, int], list[str]]:
+    return store.expand_grants(max_depth)
+
+
+def _commit(store: Store) -> int:
+    return store.commit()
+
+
+def _abort(store: Store) -> None:
+    store.abort()
+
+
 class _Db:
-    """One SQLite thread. `run` awaits a call; `submit` queues one and returns its future."""
+    """The store's thread: jobs run one at a time in the order submitted, the first one opening the store.
+
+    The engine never waits for the store to open: validation and the first listings go ahead while it
+    starts (a child process takes a moment), and the rows they produce queue behind the opening. A job is
+    `fn(store, *args)`; if the opening failed, every job raises the opening's error.
+    """
 
     def __init__(self) -> None:
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="c1z-db")
+        self.store: Store | None = None
+        self._open_error: BaseException | None = None
+
+    def open(self, factory: Callable[[], Store]) -> concurrent.futures.Future[Store]:
+        def job() -> Store:
+            try:
+                self.store = factory()
+            except BaseException as exc:
+                self._open_error = exc
+                raise
+            return self.store
+
+        return self.executor.submit(job)
+
+    def _with_store(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        if self.store is None:
+            raise self._open_error or C1zError("the c1z store is not open")
+        return fn(self.store, *args)
 
     def submit(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future[T]:
-        return self.executor.submit(fn, *args)
+        return self.executor.submit(self._with_store, fn, args)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.wrap_future(self.executor.submit(fn, *args))
+        return await asyncio.wrap_future(self.submit(fn, *args))
 
     def close(self) -> None:
         self.executor.shutdown(wait=False)
@@ -193,7 +263,7 @@ class _Sink:
     """Batches rows for one table and writes them on the SQLite thread, a bounded number in flight."""
 
     def __init__(
-        self, db: _Db, write: Callable[[Any], None], new: Callable[[], Any], size: Callable[[Any], int]
+        self, db: _Db, write: Callable[[Any, Any], None], new: Callable[[], Any], size: Callable[[Any], int]
     ):
         self.db = db
         self.write = write
@@ -203,7 +273,7 @@ class _Sink:
         self.inflight: deque[asyncio.Future[None]] = deque()
 
     @classmethod
-    def of_lists(cls, db: _Db, write: Callable[[Any], None]) -> _Sink:
+    def of_lists(cls, db: _Db, write: Callable[[Any, Any], None]) -> _Sink:
         return cls(db, write, list, len)
 
     async def maybe_submit(self) -> None:
@@ -252,9 +322,8 @@ class _ResourceFeed:
     MAX_BATCHES_IN_FLIGHT per table), and every worker would stall with it. Two pages at most are held.
     """
 
-    def __init__(self, db: _Db, writer: Store) -> None:
+    def __init__(self, db: _Db) -> None:
         self.db = db
-        self.w = writer
         self.buffer: deque[bytes] = deque()
         self.after = 0
         self.done = False
@@ -262,7 +331,7 @@ class _ResourceFeed:
         self.pending: concurrent.futures.Future[list[tuple[int, bytes]]] | None = None
 
     def _request(self) -> concurrent.futures.Future[list[tuple[int, bytes]]]:
-        return self.db.submit(self.w.resource_page, self.after, RESOURCE_PAGE)
+        return self.db.submit(_resource_page, self.after, RESOURCE_PAGE, None)
 
     async def next(self) -> bytes | None:
         while not self.buffer:
@@ -310,7 +379,6 @@ class _Syncer:
         self,
         client: ConnectorClient,
         db: _Db,
-        writer: Store,
         options: SyncOptions,
         report: SyncReport,
         on_phase: Callable[[str], None] | None,
@@ -318,7 +386,7 @@ class _Syncer:
         self.client = client
         self.list_grants_encoded = _encoded_grants_lister(client)
         self.db = db
-        self.w = writer
+        self.sync_id = ""
         self.options = options
         self.report = report
         self.on_phase = on_phase
@@ -327,9 +395,12 @@ class _Syncer:
         self.types: dict[str, resource_pb2.ResourceType] = {}
         self.type_annotations: dict[str, set[str]] = {}
         self.type_filter = {t for t in options.sync_resource_type_ids if t}
-        self.resources = _Sink.of_lists(db, writer.write_resource_rows)
-        self.entitlements = _Sink.of_lists(db, writer.write_entitlement_rows)
-        self.grants = _Sink(db, writer.write_grant_batch, rows.GrantRows, len)
+        self.resources = _Sink.of_lists(db, _write_resource_rows)
+        self.entitlements = _Sink.of_lists(db, _write_entitlement_rows)
+        self.grants = _Sink(db, _write_grant_batch, rows.GrantRows, len)
+        # Store jobs not awaited where they were submitted (the sync run's start, the resource types):
+        # `settle` collects their outcome before anything reads from the store.
+        self.background: list[concurrent.futures.Future[Any]] = []
         self.actions_done = 0
         self.parents_listed: set[tuple[str, str, str]] = set()
         self._needed_traits: dict[str, tuple[str, ...]] = {}
@@ -346,13 +417,13 @@ class _Syncer:
             durations[self.phase_name] = durations.get(self.phase_name, 0.0) + now - self._phase_started
         self.phase_name, self._phase_started = name, now
         if name:
-            log.info("sync_phase", phase=name, sync_id=self.w.sync_id)
+            log.info("sync_phase", phase=name, sync_id=self.sync_id)
             if self.on_phase is not None:
                 self.on_phase(name)
 
     def warn(self, message: str) -> None:
         self.report.warn(message)
-        log.warning("sync_warning", message=message, sync_id=self.w.sync_id)
+        log.warning("sync_warning", message=message, sync_id=self.sync_id)
 
     def check_warnings(self, phase: str) -> None:
         n = self.report.warning_count
@@ -364,12 +435,22 @@ class _Syncer:
                 f"first: {self.report.warnings[0]}",
             )
 
+    async def settle(self) -> None:
+        """Wait for the store jobs submitted without waiting; raise the first failure."""
+        while self.background:
+            await asyncio.wrap_future(self.background.pop(0))
+
     async def flush_all(self) -> None:
+        await self.settle()
         await self.resources.flush()
         await self.entitlements.flush()
         await self.grants.flush()
 
     async def discard_all(self) -> None:
+        """After a failure: wait for every queued store job (so the store thread is idle), ignoring errors."""
+        for fut in self.background:
+            await _wait_done(fut)
+        self.background.clear()
         for sink in (self.resources, self.entitlements, self.grants):
             await sink.discard()
 
@@ -433,21 +514,23 @@ class _Syncer:
         opts = self.options
         if opts.skip_full_sync:
             self.phase("skip-full-sync")
-            await self.db.run(self.w.start_sync, "full", "")
-            self.report.sync_id, self.report.sync_type = self.w.sync_id, "full"
+            self.sync_id = await self.db.run(_start_sync, "full", "", "")
+            self.report.sync_id, self.report.sync_type = self.sync_id, "full"
             return
         if self.partial:
-            parent = await self.db.run(self.w.latest_finished_sync, "full")
+            parent = await self.db.run(_latest_finished_sync, "full")
             sync_type = "partial"
         else:
             parent = ""
             sync_type = "resources_only" if opts.skip_entitlements_and_grants else "full"
-        await self.db.run(self.w.start_sync, sync_type, parent)
-        self.report.sync_id, self.report.sync_type = self.w.sync_id, sync_type
+        self.sync_id = ksuid.new_ksuid()
+        self.background.append(self.db.submit(_start_sync, sync_type, parent, self.sync_id))
+        self.report.sync_id, self.report.sync_type = self.sync_id, sync_type
 
         await self.validate()
         await self.resource_types()
         if self.partial:
+            await self.settle()
             await self.targeted()
         else:
             await self.all_resources()
@@ -474,7 +557,7 @@ class _Syncer:
             raise SyncError("validate", "", _describe(exc.error), code=exc.error.code) from None
         version = _parse_version(resp.sdk_version)
         if version is not None and version >= ACTIVE_SYNC_ID_MIN_VERSION:
-            self.active_sync_id = self.w.sync_id
+            self.active_sync_id = self.sync_id
 
     async def resource_types(self) -> None:
         self.phase("resource-types")
@@ -506,7 +589,9 @@ class _Syncer:
         for rt in kept:
             self.types[rt.id] = rt
             self.type_annotations[rt.id] = _annotation_names(rt.annotations)
-        await self.db.run(self.w.write_resource_type_rows, [rows.resource_type_row(rt) for rt in kept])
+        self.background.append(
+            self.db.submit(_write_resource_type_rows, [rows.resource_type_row(rt) for rt in kept])
+        )
         self.report.resource_types = len(self.types)
 
     # --- resources ----------------------------------------------------------------------------------
@@ -651,6 +736,7 @@ class _Syncer:
 
     async def static_entitlements(self) -> None:
         self.phase("static-entitlements")
+        await self.settle()
         for type_id in self.types:
             templates: list[entitlement_pb2.Entitlement] = []
             what = f"list static entitlements of {type_id}"
@@ -679,7 +765,7 @@ class _Syncer:
         """One entitlement per template and stored resource of the type (`<type>:<id>:<slug>`)."""
         after = 0
         while True:
-            page = await self.db.run(self.w.resource_page, after, RESOURCE_PAGE, type_id)
+            page = await self.db.run(_resource_page, after, RESOURCE_PAGE, type_id)
             if not page:
                 return
             batch = []
@@ -710,8 +796,9 @@ class _Syncer:
     ) -> None:
         """Run `handler` for every stored resource of this sync that the skip annotations do not exclude."""
         self.phase(phase)
+        await self.settle()
         await self.resources.flush()
-        feed = _ResourceFeed(self.db, self.w)
+        feed = _ResourceFeed(self.db)
         # Types whose own annotations skip this phase: their resources are skipped without parsing.
         skipped_types = {
             t for t, names in self.type_annotations.items() if any(n in names for n in skip_names)
@@ -834,7 +921,7 @@ class _Syncer:
             return
         await self.resources.flush()
         for type_id, res_id in seen:
-            if not await self.db.run(self.w.resource_exists, type_id, res_id):
+            if not await self.db.run(_resource_exists, type_id, res_id):
                 await self.get_resource(ResourceId(resource_type=type_id, resource=res_id), None, "grants")
 
     # --- expansion ----------------------------------------------------------------------------------
@@ -842,7 +929,7 @@ class _Syncer:
     async def expand(self) -> None:
         self.phase("grant-expansion")
         try:
-            stats, warnings = await self.db.run(self.w.expand_grants, self.options.max_expansion_depth)
+            stats, warnings = await self.db.run(_expand_grants, self.options.max_expansion_depth)
         except ExpansionError as exc:
             raise SyncError("grant-expansion", "", str(exc)) from None
         for message in warnings:
@@ -959,9 +1046,8 @@ async def _run_sync(
     db = _Db()
     in_process = not options.writer_process
     cancel = new_cancel_event(in_process)
-    writer: Store | None = None
     syncer: _Syncer | None = None
-    opening = db.submit(
+    opening = db.open(
         lambda: open_store(
             output,
             temp_dir=temp_dir,
@@ -971,26 +1057,22 @@ async def _run_sync(
         )
     )
     try:
-        writer = await asyncio.wrap_future(opening)
-        syncer = _Syncer(client, db, writer, options, report, on_phase)
+        syncer = _Syncer(client, db, options, report, on_phase)
         await syncer.run()
         syncer.phase("save")
-        await db.run(_finish, writer, report)
-        report.c1z_bytes = await db.run(writer.commit)
-        report.writer_peak_rss_kib = writer.peak_rss_kib
+        await db.run(_finish, report)
+        report.c1z_bytes = await db.run(_commit)
+        report.writer_peak_rss_kib = db.store.peak_rss_kib if db.store is not None else 0
         syncer.phase("")
     except BaseException as exc:
         cancel.set()
-        if writer is None:
-            # Cancelled while an existing output was being decompressed: let the constructor finish (it
-            # stops early and removes its temp dir), and discard a writer it may still have produced.
-            await _wait_done(opening)
-            if not opening.cancelled() and opening.exception() is None:
-                writer = opening.result()
-        if writer is not None:
-            if syncer is not None:
-                await syncer.discard_all()
-            await _wait_done(db.submit(writer.abort))
+        # The opening may still be running (a child starting, an existing output being decompressed): it
+        # stops early when cancelled; then whatever store it produced is discarded.
+        await _wait_done(opening)
+        if syncer is not None:
+            await syncer.discard_all()
+        if db.store is not None:
+            await _wait_done(db.submit(_abort))
         db.close()
         cancelled = isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit)
         if not cancelled:
@@ -1016,7 +1098,7 @@ async def _run_sync(
     return report
 
 
-def _finish(w: Store, report: SyncReport) -> None:
+def _finish(w: Store, report: SyncReport) -> None:  # a store job
     """On the store thread: final indexes, end the sync run, counts for the report, retention."""
     result = w.finish()
     report.resources = dict(result["resources"])

@@ -66,7 +66,9 @@ class Store(Protocol):
     # Peak RSS of a child process store, known after commit (0 in process).
     peak_rss_kib: int
 
-    def start_sync(self, sync_type: str = "full", parent_sync_id: str = "") -> str: ...
+    def start_sync(
+        self, sync_type: str = "full", parent_sync_id: str = "", sync_id: str | None = None
+    ) -> str: ...
     def latest_finished_sync(self, sync_type: str | None = None) -> str: ...
     def write_resource_type_rows(self, batch: Sequence[rows.ResourceTypeRow]) -> None: ...
     def write_resource_rows(self, batch: Sequence[rows.ResourceRow]) -> None: ...
@@ -374,8 +376,10 @@ class ProcessStore:
 
     # --- the store ----------------------------------------------------------------------------------
 
-    def start_sync(self, sync_type: str = "full", parent_sync_id: str = "") -> str:
-        self.sync_id = str(self._call("start_sync", sync_type, parent_sync_id))
+    def start_sync(
+        self, sync_type: str = "full", parent_sync_id: str = "", sync_id: str | None = None
+    ) -> str:
+        self.sync_id = str(self._call("start_sync", sync_type, parent_sync_id, sync_id))
         return self.sync_id
 
     def latest_finished_sync(self, sync_type: str | None = None) -> str:
