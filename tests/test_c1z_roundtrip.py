@@ -199,12 +199,12 @@ def test_grant_upsert_needs_expansion_rules(tmp_path: Path) -> None:
 
 
 def test_bulk_load_keeps_the_last_write_of_a_repeated_grant(tmp_path: Path) -> None:
-    """A new file loads grants without indexes; a grant listed twice ends up stored once, as written last
-    (what the upserts of an indexed load leave), and the unique index holds."""
+    """A new file bulk-loads grants without indexes (here from the first one); a grant listed twice ends up
+    stored once, as written last (what the upserts of an indexed load leave), and the unique index holds."""
     org = Org()
     all_ = group_res("all", org)
     out = tmp_path / "sync.c1z"
-    with C1zWriter(out) as w:
+    with C1zWriter(out, bulk_load_after=0) as w:
         w.start_sync("full")
         w.put_grants([_grant(all_, "member", "group", "eng", model.expandable(["group:eng:member"]))])
         w.put_grants([_grant(all_, "member", "user", "alice")])
@@ -229,6 +229,43 @@ def test_bulk_load_keeps_the_last_write_of_a_repeated_grant(tmp_path: Path) -> N
             "group:all:member:group:eng",
             "group:all:member:user:alice",
         ]
+
+
+def test_bulk_load_starts_past_the_threshold_and_keeps_upsert_semantics(tmp_path: Path) -> None:
+    """Below the threshold grants are upserted into an indexed table; past it the grant indexes are dropped
+    and rows appended; either way the file ends with one row per grant id and every index."""
+    org = Org()
+    all_ = group_res("all", org)
+    out = tmp_path / "sync.c1z"
+
+    def grant_indexes(w: C1zWriter) -> set[str]:
+        return {
+            str(r[0])
+            for r in w.conn.execute(
+                "select name from sqlite_master where type = 'index' and tbl_name = 'v1_grants'"
+            )
+        }
+
+    with C1zWriter(out, bulk_load_after=3) as w:
+        w.start_sync("full")
+        full = grant_indexes(w)
+        assert "idx_grants_external_sync_v1" in full and len(full) == 6
+        w.put_grants([_grant(all_, "member", "user", u) for u in ("a", "b")])
+        w.put_grants([_grant(all_, "member", "user", "a")])  # an upsert: still indexed
+        assert grant_indexes(w) == full
+        assert w.conn.execute("select count(*) from v1_grants").fetchone()[0] == 2
+        w.put_grants([_grant(all_, "member", "user", u) for u in ("b", "c")])  # past 3 written: bulk
+        assert grant_indexes(w) == set()
+        w.ensure_indexes()
+        assert grant_indexes(w) == full
+        assert sorted(r[0] for r in w.conn.execute("select external_id from v1_grants")) == [
+            "group:all:member:user:a",
+            "group:all:member:user:b",
+            "group:all:member:user:c",
+        ]
+        w.put_grants([_grant(all_, "member", "user", u) for u in ("d", "e", "f", "g")])
+        assert grant_indexes(w) == full, "indexes stay once they are final"
+        w.end_sync()
 
 
 def test_serialization_is_deterministic(tmp_path: Path) -> None:

@@ -48,6 +48,9 @@ CACHE_KIB = 8 * 1024
 # hundred rows; the engine's short GIL switch interval keeps the more frequent GIL hand-overs cheap.
 MAX_ROWS_PER_STATEMENT = 512
 
+# Grants written to a new file before its grant indexes are dropped for a bulk load (see C1zWriter).
+BULK_LOAD_AFTER = 100_000
+
 # Page size of a new database. Building the grant indexes scans the whole grants table once per index, and
 # with 16 KiB pages those scans and sorts take about 30% less time than with SQLite's default 4 KiB (measured
 # on 1M grants); any SQLite reader, the Go one included, reads either.
@@ -173,6 +176,7 @@ class C1zWriter:
         keep_existing: bool = True,
         keep_sync_count: int = 2,
         cancel: threading.Event | None = None,
+        bulk_load_after: int = BULK_LOAD_AFTER,
     ) -> None:
         self.target = Path(target)
         self.tmp_target = self.target.with_name(self.target.name + ".tmp")
@@ -183,6 +187,7 @@ class C1zWriter:
         self.bytes_written = 0
         self._closed = False
         self._deferred_indexes = False
+        self._bulk_candidate = False
         parent = Path(temp_dir) if temp_dir is not None else self.target.parent
         if not parent.is_dir():
             what = "temp dir" if temp_dir is not None else "output directory"
@@ -199,11 +204,15 @@ class C1zWriter:
             fresh = not loaded
             self.conn = open_database(self.db_path, NEW_PAGE_SIZE if fresh else 4096)
             self._max_variables = self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-            # On a fresh database the grant indexes are built once after the grants are in (much faster
-            # than maintaining them row by row); until then grants are appended without a conflict check,
-            # and `ensure_indexes` resolves repeated grant ids (last write wins, as an upsert would).
-            self._deferred_indexes = fresh
-            schema.create_schema(self.conn, defer_grant_indexes=fresh)
+            # A fresh database starts with every index and upserts. Past `bulk_load_after` grants it drops
+            # the grant indexes and appends without a conflict check: building them once at the end is
+            # much faster than maintaining them row by row, but for a smaller sync that build would only
+            # lengthen the serial end of the sync (the store is mostly idle while grants are listed).
+            # `ensure_indexes` then resolves repeated grant ids (last write wins, as an upsert would).
+            self._bulk_candidate = fresh
+            self._bulk_load_after = bulk_load_after
+            self._grants_written = 0
+            schema.create_schema(self.conn)
         except C1zError as exc:
             self._remove_work()
             if keep_existing and self.target.exists():
@@ -291,6 +300,10 @@ class C1zWriter:
         preserve_expansion: bool = False,
     ) -> None:
         """Upsert grant rows (rows without, then rows with, a GrantExpandable)."""
+        if self._bulk_candidate and not preserve_expansion:
+            self._grants_written += len(plain) + len(expandable)
+            if self._grants_written > self._bulk_load_after:
+                self._start_bulk_load()
         if self._deferred_indexes:
             if preserve_expansion:
                 self.ensure_indexes()
@@ -304,6 +317,12 @@ class C1zWriter:
             self._upsert(_GRANTS_UPSERT[(False, preserve_expansion)], plain)
         if expandable:
             self._upsert(_GRANTS_UPSERT[(True, preserve_expansion)], expandable)
+
+    def _start_bulk_load(self) -> None:
+        self._bulk_candidate = False
+        for index in schema.deferrable_grant_indexes():
+            self.conn.execute(f"drop index if exists {index.name}")
+        self._deferred_indexes = True
 
     def write_grant_batch(self, batch: rows.GrantRows) -> None:
         self.write_grant_rows(batch.plain, batch.expandable)
@@ -410,6 +429,7 @@ class C1zWriter:
         finally:
             conn.execute("pragma threads = 0")
         self._deferred_indexes = False
+        self._bulk_candidate = False  # the indexes are final for this sync
 
     # --- retention ----------------------------------------------------------------------------------
 
