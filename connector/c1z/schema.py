@@ -212,28 +212,21 @@ def all_indexes() -> tuple[IndexDef, ...]:
 
 
 def deferrable_grant_indexes() -> tuple[IndexDef, ...]:
-    """Every grant index: a fresh database loads its grants with plain inserts and builds them after
-    (the unique one first: expansion upserts conflict on it)."""
+    """Every grant index, the unique one first: a bulk load drops them, appends, and builds them again in
+    this order (expansion's upserts conflict on the unique one)."""
     table = TABLES_BY_NAME[GRANTS]
     return tuple(sorted(table.indexes, key=lambda i: not i.unique)) + GRANT_PARTIAL_INDEXES
 
 
-def create_schema(conn: sqlite3.Connection, *, defer_grant_indexes: bool = False) -> None:
-    """Create every table and index that is missing, in the Go order, then run the migrations.
-
-    With `defer_grant_indexes`, the grant indexes are left for `create_indexes` (bulk loads are faster
-    without them); the final file must still get them.
-    """
-    deferred = {i.name for i in deferrable_grant_indexes()} if defer_grant_indexes else set()
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create every table and index that is missing, in the Go order, then run the migrations."""
     for table in TABLES:
         conn.execute(table.ddl())
         _add_missing_columns(conn, table.name)
         for index in table.indexes:
-            if index.name not in deferred:
-                conn.execute(index.ddl())
-    for index in GRANT_PARTIAL_INDEXES:
-        if index.name not in deferred:
             conn.execute(index.ddl())
+    for index in GRANT_PARTIAL_INDEXES:
+        conn.execute(index.ddl())
     backfill_grant_expansion(conn)
 
 

@@ -9,10 +9,11 @@ different parents, entitlements and grants of different resources) run in up to 
 worker tasks; the pages of one listing are sequential because page tokens chain. Results do not depend on
 the order in which workers finish.
 
-Storage: rows are built on the event loop (protobuf work) and written by one dedicated SQLite thread, in
-batches inside transactions, with a bounded number of batches in flight, so the connector keeps producing
-while SQLite writes and memory stays flat. Nothing holds the organisation in memory: per-resource phases
-page through the resources already stored.
+Storage: rows are built on the event loop and handed, in batches with a bounded number in flight, to the
+store (store.py: by default a child process running SQLite, the index build, expansion and compression),
+driven from one thread, so the connector keeps producing while the store writes and memory stays flat.
+Grants a syncer built with a GrantEncoder arrive as rows already. Nothing holds the organisation in memory:
+per-resource phases page through the resources already stored.
 
 Failure: any error other than a retried UNAVAILABLE/DEADLINE_EXCEEDED (or a NOT_FOUND while listing one
 resource's entitlements or grants, which is a counted warning) fails the sync with one line naming the
@@ -262,7 +263,7 @@ class _Db:
 
 
 class _Sink:
-    """Batches rows for one table and writes them on the SQLite thread, a bounded number in flight."""
+    """Batches rows for one table and hands them to the store thread, a bounded number in flight."""
 
     def __init__(
         self, db: _Db, write: Callable[[Any, Any], None], new: Callable[[], Any], size: Callable[[Any], int]
@@ -319,7 +320,7 @@ async def _wait_done(fut: concurrent.futures.Future[Any]) -> None:
 class _ResourceFeed:
     """Stored resources of the current sync, fetched from SQLite a page at a time as workers need them.
 
-    After a full page the next one is requested at once: the SQLite thread serves requests in order, so
+    After a full page the next one is requested at once: the store thread serves requests in order, so
     a page asked for only when the buffer runs dry waits behind the row batches queued meanwhile (up to
     MAX_BATCHES_IN_FLIGHT per table), and every worker would stall with it. Two pages at most are held.
     """
@@ -354,7 +355,7 @@ class _ResourceFeed:
         return self.buffer.popleft()
 
     async def close(self) -> None:
-        """Wait for a prefetch still queued (its result is not needed), so the SQLite thread is idle."""
+        """Wait for a prefetch still queued (its result is not needed), so the store thread is idle."""
         fut, self.pending = self.pending, None
         if fut is not None:
             await _wait_done(fut)
@@ -989,11 +990,12 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0]
 
 
-# While a sync runs, the SQLite thread hands the GIL back and forth with the event loop for every
-# statement it executes; with CPython's default 5 ms switch interval it waits that long each time the
-# loop is busy with protobuf work. 0.5 ms keeps it fed: statements are a few hundred rows (see
-# connector/c1z/writer.py), so the thread asks for the GIL about every millisecond of SQLite work, and
-# waiting up to a full interval for it each time would make the SQLite thread the bottleneck.
+# While a sync runs, the store thread hands the GIL back and forth with the event loop for every batch it
+# sends to the store process, or, with the store in process, for every SQLite statement it executes;
+# with CPython's default 5 ms switch interval it waits that long each time the loop is busy. 0.5 ms keeps
+# it fed: statements are a few hundred rows (see connector/c1z/writer.py), so an in-process store asks for
+# the GIL about every millisecond of SQLite work, and waiting a full interval each time would make it the
+# bottleneck.
 SWITCH_INTERVAL_S = 0.0005
 _switch_lock = threading.Lock()
 _switch_users = 0
