@@ -503,6 +503,16 @@ async def test_malformed_json(server: Server) -> None:
         assert await c.get_json("/x", expect=(204,)) is None
 
 
+async def test_json_bodies_in_every_rfc_8259_encoding(server: Server) -> None:
+    """UTF-8 (the fast decoder), and a UTF-8 BOM or UTF-16 (the standard one) give the same value."""
+    value = {"name": "Jürgen ☃", "n": 12345678901234567890, "ok": True, "items": [1.5, None]}
+    text = json.dumps(value)
+    async with client(server) as c:
+        for body in (text.encode(), b"\xef\xbb\xbf" + text.encode(), text.encode("utf-16")):
+            server.respond(Resp(200, body, {"Content-Type": "application/json"}))
+            assert await c.get_json("/x") == value
+
+
 async def test_authorization_never_in_errors_or_logs(server: Server) -> None:
     server.respond(Resp(401, {"message": "Unauthorized"}))
     with structlog.testing.capture_logs() as logs:

@@ -32,6 +32,7 @@ from urllib.parse import quote
 
 import certifi
 import httpx
+import orjson
 import structlog
 
 from connector import __version__
@@ -581,6 +582,13 @@ class UpstreamClient:
     def decode_json(self, response: httpx.Response, method: str, route: str) -> Any:
         if not response.content:
             return None
+        try:
+            # orjson: a third of the CPU of `json` on large pages (it runs on the event loop, where every
+            # millisecond delays the answers to the other requests in flight). It reads UTF-8 only; the
+            # standard decoder still gets a body with a BOM or in UTF-16/32, as RFC 8259 readers may.
+            return orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            pass
         try:
             return jsonlib.loads(response.content)
         except (ValueError, UnicodeDecodeError):
