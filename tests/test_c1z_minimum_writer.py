@@ -11,6 +11,8 @@ import pytest
 import zstandard
 
 from connector.c1z import ksuid
+from connector.c1z.reader import C1zReader
+from connector.c1z.writer import C1zWriter
 from connector.pb.c1.connector.v2 import (
     annotation_grant_pb2,
     annotation_resource_tree_pb2,
@@ -21,7 +23,7 @@ from connector.pb.c1.connector.v2 import (
 )
 from connector.sdk.runtime import ConnectorRuntime
 from connector.sync.engine import SyncOptions, run_sync
-from tests.test_sync_support import Org, OrgConnector
+from tests.test_sync_support import Org, OrgConnector, user_res
 
 TS = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(\.\d{1,9})?$")
 # Annotation messages that exist only at baton-sdk [HEAD]; the v0.7.27 CLI's JSON output fails on them.
@@ -98,6 +100,31 @@ def test_container(c1z: Path) -> None:
     assert params.content_size < 3 << 30
     assert _frames(raw[5:]) == 1
     assert not (c1z.parent / (c1z.name + ".tmp")).exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2, None])
+def test_container_is_one_frame_with_or_without_compression_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int | None
+) -> None:
+    """Large databases are compressed by several zstd workers: still one frame, an 8 MiB window, a checksum
+    and the content size, and the same database back."""
+    import connector.c1z.writer as writer_module
+
+    monkeypatch.setattr(writer_module, "MT_COMPRESS_FROM", 0)
+    out = tmp_path / "sync.c1z"
+    w = C1zWriter(out)
+    w.start_sync()
+    w.put_resources([user_res(f"u{i}") for i in range(3000)])
+    w.end_sync()
+    w.finish_database()
+    db_size = w.db_path.stat().st_size
+    w.commit(threads=workers)
+    raw = out.read_bytes()
+    params = zstandard.get_frame_parameters(raw[5:])
+    assert _frames(raw[5:]) == 1
+    assert params.window_size <= 8 << 20 and params.has_checksum and params.content_size == db_size
+    with C1zReader(out) as r:
+        assert len(list(r.resources())) == 3000
 
 
 def test_database_committed_without_journal(db: sqlite3.Connection) -> None:

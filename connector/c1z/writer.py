@@ -48,6 +48,9 @@ CACHE_KIB = 8 * 1024
 # hundred rows; the engine's short GIL switch interval keeps the more frequent GIL hand-overs cheap.
 MAX_ROWS_PER_STATEMENT = 512
 
+# Databases this large are compressed by several zstd workers (about 0.15 s single-threaded at this size).
+MT_COMPRESS_FROM = 64 << 20
+
 # Grants written to a new file before its grant indexes are dropped for a bulk load (see C1zWriter).
 BULK_LOAD_AFTER = 100_000
 
@@ -483,14 +486,16 @@ class C1zWriter:
     def commit(self, *, threads: int | None = None) -> int:
         """Finish the database and atomically replace the target with the c1z. Returns its size.
 
-        `threads`: zstd worker threads (default: one per CPU, up to 4; 0 compresses on this thread).
-        Compression is the last step of a sync, with nothing else left to run.
+        `threads`: zstd worker threads (default: one per CPU, up to 4, for a database of MT_COMPRESS_FROM
+        bytes or more; 0 compresses on this thread). Compression is the last step of a sync, with nothing
+        else left to run; the workers' buffers (~40 MB) only pay off on a large database.
         """
-        if threads is None:
-            cpus = min(4, os.cpu_count() or 1)
-            threads = cpus if cpus > 1 else 0
         try:
             self.finish_database()
+            if threads is None:
+                cpus = min(4, os.cpu_count() or 1)
+                large = self.db_path.stat().st_size >= MT_COMPRESS_FROM
+                threads = cpus if cpus > 1 and large else 0
             try:
                 with open(self.tmp_target, "wb") as out:
                     size = container.compress_file(self.db_path, out, threads=threads, cancel=self.cancel)
