@@ -23,13 +23,12 @@ SPACE = model.resource_type("space", "Space", [])
 
 
 def _resources() -> list[resource_pb2.Resource]:
-    org = Org()
     full = model.group_resource("Engineering", GROUP, "eng", profile={"name": "eng", "count": 3})
     return [
         full,
         resource_pb2.Resource(id=full.id),  # slim, as the Atlassian connector embeds it
         model.new_resource("Späce ☃", SPACE, "SPÄCE-" + "k" * 150, description="d" * 300),
-        model.group_resource("x", GROUP, "x", annotations=org.group_annotations_for.get("x", [])),
+        model.group_resource("x", GROUP, "x", annotations=[model.child_resource_type("user")]),
     ]
 
 

@@ -95,11 +95,11 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         if parent is not None:
             return Page()
         items, token = await self.client.list_window("/rest/api/group", token=page_token)
-        names = [str(g["name"]) for g in items if isinstance(g.get("name"), str)]
+        groups = [g for g in items if isinstance(g.get("name"), str)]
         # Before 8.4 the members come from GroupMembers (fetched for the user listing anyway).
         if self.prefetch is not None and (await self.client.capabilities()).list_users_rest:
-            self.prefetch.offer("group", names)
-        return Page([group_resource(g) for g in items if isinstance(g.get("name"), str)], token)
+            self.prefetch.offer("group", [str(g["name"]) for g in groups])
+        return Page([group_resource(g) for g in groups], token)
 
     async def get(
         self, resource_id: resource_pb2.ResourceId, parent: resource_pb2.ResourceId | None
