@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 
 import httpx
@@ -242,3 +243,35 @@ async def test_short_pages_link_to_the_next_item_and_missing_endpoints_are_404()
     assert seen == list(data.users)  # nothing lost, nothing repeated
     assert 9 in sizes[:-1] and 10 in sizes  # short pages that are not the last
     assert gone.status_code == 404
+
+
+async def test_prerendered_people_are_served_exactly_as_rendered_on_demand() -> None:
+    # The standalone server renders every person ahead (benchmark fairness); what it serves from that
+    # cache must be byte for byte what a fresh rendering gives, in the server's compact UTF-8 JSON.
+    data = sandbox_data.small()
+    async with (
+        await start_confluence_sandbox(data, SandboxConfig(context_path="/wiki")) as sb,
+        httpx.AsyncClient(base_url=sb.base_url, headers=ADMIN) as client,
+    ):
+
+        async def listing(path: str) -> bytes:
+            response = await client.get(path, params={"limit": 1000})
+            assert response.status_code == 200
+            return response.content
+
+        paths = ("/rest/api/user/list?expand=status", "/rest/api/admin/users/list/active")
+        fresh = [await listing(p) for p in paths]
+        sb.app._person_cache.clear()
+        sb.app.prerender_people(sb.origin)
+        assert len(sb.app._person_cache) == 3 * len(data.users)
+        assert [await listing(p) for p in paths] == fresh
+
+        people = json.loads(fresh[0])["results"]
+        odd = next(p for p in people if p["username"] == "zoë.müller")
+        assert odd["_links"]["self"].startswith(sb.origin + "/wiki/rest/api/user?key=")
+        assert json.dumps(odd, ensure_ascii=False, separators=(",", ":")).encode() in fresh[0]
+
+        # A changed user is rendered again, not served stale from the cache.
+        data.users["zoë.müller"].display_name = "Zoë Renamed"
+        again = json.loads(await listing(paths[0]))["results"]
+        assert next(p for p in again if p["username"] == "zoë.müller")["displayName"] == "Zoë Renamed"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from connector.pb.c1.connector.v2 import (
 from connector.sdk import model
 from connector.sdk.errors import ConnectorError
 from connector.sdk.runtime import ConnectorRuntime
-from connector.sync import engine
+from connector.sync import engine, tuning
 from connector.sync.engine import SyncError, SyncOptions, run_sync
+from tests import test_sync_support as sync_support
 from tests.test_sync_support import (
     Org,
     OrgConnector,
@@ -473,14 +475,98 @@ async def test_cancel_while_opening_an_existing_output(tmp_path: Path) -> None:
         assert out.read_bytes() == before
 
 
-async def test_switch_interval_is_restored_after_syncs(tmp_path: Path) -> None:
+async def test_interpreter_settings_are_held_while_syncs_run_and_restored(tmp_path: Path) -> None:
+    # During a sync the GIL switch interval is short and what existed before it is frozen out of the
+    # garbage collector's full passes (a ~50 ms loop stall each); afterwards both are as they were, also
+    # after a failed sync, and a freeze the embedding application made is left alone.
     before = sys.getswitchinterval()
-    await run_sync(runtime(), tmp_path / "a.c1z", SyncOptions())
+    assert gc.get_freeze_count() == 0
+    seen: list[tuple[float, int]] = []
+
+    def sample(_phase: str) -> None:
+        seen.append((sys.getswitchinterval(), gc.get_freeze_count()))
+
+    await run_sync(runtime(), tmp_path / "a.c1z", SyncOptions(), on_phase=sample)
+    assert seen and all(interval <= tuning.SWITCH_INTERVAL_S and frozen > 0 for interval, frozen in seen)
+    assert sys.getswitchinterval() == before
+    assert gc.get_freeze_count() == 0
+
     org = Org()
     org.fail[("grants", "group:eng")] = lambda: ConnectorError(grpc.StatusCode.INTERNAL, "boom")
     with pytest.raises(SyncError):
         await run_sync(runtime(org), tmp_path / "b.c1z", SyncOptions())
     assert sys.getswitchinterval() == before
+    assert gc.get_freeze_count() == 0
+
+    # Two syncs at once: the settings stay until the second one ends.
+    first_done = asyncio.Event()
+    during_second: list[int] = []
+
+    async def second() -> None:
+        await first_done.wait()
+        await run_sync(
+            runtime(),
+            tmp_path / "d.c1z",
+            SyncOptions(),
+            on_phase=lambda _p: during_second.append(gc.get_freeze_count()),
+        )
+
+    async def first() -> None:
+        await run_sync(runtime(), tmp_path / "c.c1z", SyncOptions())
+        first_done.set()
+
+    task = asyncio.create_task(second())
+    await asyncio.sleep(0)
+    await first()
+    await task
+    assert during_second and all(n > 0 for n in during_second)
+    assert gc.get_freeze_count() == 0
+
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        await run_sync(runtime(), tmp_path / "e.c1z", SyncOptions())
+        # The application's freeze survives the sync (less what the sync's own teardown deallocated).
+        assert gc.get_freeze_count() > frozen // 2
+    finally:
+        gc.unfreeze()
+
+
+async def test_a_large_page_of_resources_hands_the_loop_back_while_it_is_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A connector answering with thousands of resources at once must not hold the event loop while the
+    # engine checks and encodes them: the answers to the requests in flight would wait behind it.
+    monkeypatch.setattr(sync_support, "PAGE", 10_000)
+    monkeypatch.setattr(engine, "MAX_STEP_S", 0.0)
+    org = Org(users=[f"u{i:04d}" for i in range(640)])
+    ticks = 0
+    loop_turns_during_big_page: list[int] = []
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    original = engine._Syncer.store_resources
+
+    async def store_resources(self: Any, items: Any) -> Any:
+        before = ticks
+        out = await original(self, items)
+        if len(items) == 640:
+            loop_turns_during_big_page.append(ticks - before)
+        return out
+
+    monkeypatch.setattr(engine._Syncer, "store_resources", store_resources)
+    task = asyncio.create_task(ticker())
+    try:
+        report = await run_sync(runtime(org), tmp_path / "big.c1z", SyncOptions())
+    finally:
+        task.cancel()
+    assert report.resources["user"] == 640
+    # Every 64 resources once the 0 s budget is spent: at least 9 hand-backs for 640.
+    assert loop_turns_during_big_page and loop_turns_during_big_page[0] >= 9
 
 
 async def test_small_pages_and_statements_give_the_same_content(

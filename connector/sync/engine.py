@@ -28,11 +28,9 @@ import concurrent.futures
 import contextlib
 import datetime as dt
 import re
-import sys
-import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,6 +51,7 @@ from connector.pb.c1.connector.v2 import (
 from connector.sdk.client import ConnectorClient, EncodedGrantsClient
 from connector.sdk.encoded_grants import EncodedGrants
 from connector.sdk.errors import ConnectorError
+from connector.sync import tuning
 from connector.sync.expansion import DEFAULT_MAX_DEPTH, ExpansionError
 from connector.sync.report import SyncReport
 from connector.sync.store import Store, new_cancel_event, open_store
@@ -66,7 +65,7 @@ Target = resource_pb2.Resource | resource_pb2.ResourceId | str
 
 # Validate.sdk_version from which connectors expect active_sync_id on requests (Go syncer rule).
 ACTIVE_SYNC_ID_MIN_VERSION = (0, 4, 3)
-# Longest a per-resource worker runs without handing the event loop back.
+# Longest the engine runs without handing the event loop back (per-resource workers, large pages).
 MAX_STEP_S = 0.002
 RESOURCE_PAGE = 1000
 ROW_BATCH = 8000
@@ -627,7 +626,15 @@ class _Syncer:
         """Trait-check and queue resources; returns the child listings their annotations ask for."""
         children: list[tuple[str, ResourceId]] = []
         batch = []
-        for res in items:
+        clock = time.monotonic
+        stepped = clock()
+        for i, res in enumerate(items):
+            # A connector may answer with thousands of resources at once (Confluence: a round of eight
+            # pages of users): checking and encoding them is ~5 us each, so hand the loop back rather
+            # than hold the answers to the requests in flight for tens of milliseconds.
+            if i & 63 == 63 and clock() - stepped > MAX_STEP_S:
+                await asyncio.sleep(0)
+                stepped = clock()
             urls = [a.type_url for a in res.annotations]
             self.check_traits(res, urls)
             batch.append(rows.resource_row(res))
@@ -990,36 +997,6 @@ def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group.exceptions[0]
 
 
-# While a sync runs, the store thread hands the GIL back and forth with the event loop for every batch it
-# sends to the store process, or, with the store in process, for every SQLite statement it executes;
-# with CPython's default 5 ms switch interval it waits that long each time the loop is busy. 0.5 ms keeps
-# it fed: statements are a few hundred rows (see connector/c1z/writer.py), so an in-process store asks for
-# the GIL about every millisecond of SQLite work, and waiting a full interval each time would make it the
-# bottleneck.
-SWITCH_INTERVAL_S = 0.0005
-_switch_lock = threading.Lock()
-_switch_users = 0
-_switch_saved = 0.0
-
-
-@contextlib.contextmanager
-def _responsive_gil() -> Iterator[None]:
-    global _switch_users, _switch_saved
-    with _switch_lock:
-        if _switch_users == 0:
-            _switch_saved = sys.getswitchinterval()
-            if _switch_saved > SWITCH_INTERVAL_S:
-                sys.setswitchinterval(SWITCH_INTERVAL_S)
-        _switch_users += 1
-    try:
-        yield
-    finally:
-        with _switch_lock:
-            _switch_users -= 1
-            if _switch_users == 0:
-                sys.setswitchinterval(_switch_saved)
-
-
 async def run_sync(
     client: ConnectorClient,
     output: Path,
@@ -1037,7 +1014,7 @@ async def run_sync(
     phase name as it starts; `upstream_requests` (default: the in-process connector's
     `upstream_request_count`) is sampled before and after for the report.
     """
-    with _responsive_gil():
+    with tuning.held():
         return await _run_sync(client, Path(output), options, temp_dir, on_phase, upstream_requests)
 
 
