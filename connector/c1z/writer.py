@@ -379,20 +379,23 @@ class C1zWriter:
         return bytes(row[0]) if row else None
 
     def resource_page(
-        self, after_id: int, limit: int, resource_type: str | None = None
+        self,
+        after_id: int,
+        limit: int,
+        resource_type: str | None = None,
+        exclude_types: Sequence[str] = (),
     ) -> list[tuple[int, bytes]]:
-        """Resources of the current sync with rowid > after_id, in rowid order."""
-        if resource_type is None:
-            cur = self.conn.execute(
-                f"select id, data from {schema.RESOURCES} where sync_id = ? and id > ? order by id limit ?",
-                (self.sync_id, after_id, limit),
-            )
-        else:
-            cur = self.conn.execute(
-                f"select id, data from {schema.RESOURCES} where sync_id = ? and resource_type_id = ? "
-                "and id > ? order by id limit ?",
-                (self.sync_id, resource_type, after_id, limit),
-            )
+        """Resources of the current sync with rowid > after_id, in rowid order: of `resource_type` only, or
+        of every type but `exclude_types`."""
+        where = f"select id, data from {schema.RESOURCES} where sync_id = ? and id > ?"
+        args: list[str | int] = [self.sync_id, after_id]
+        if resource_type is not None:
+            where += " and resource_type_id = ?"
+            args.append(resource_type)
+        if exclude_types:
+            where += f" and resource_type_id not in ({', '.join('?' * len(exclude_types))})"
+            args.extend(exclude_types)
+        cur = self.conn.execute(where + " order by id limit ?", [*args, limit])
         return [(int(i), bytes(d)) for i, d in cur]
 
     def count(self, table: str) -> int:

@@ -30,7 +30,7 @@ import datetime as dt
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -202,8 +202,10 @@ def _write_grant_batch(store: Store, batch: rows.GrantRows) -> None:
     store.write_grant_batch(batch)
 
 
-def _resource_page(store: Store, after: int, limit: int, type_id: str | None) -> list[tuple[int, bytes]]:
-    return store.resource_page(after, limit, type_id)
+def _resource_page(
+    store: Store, after: int, limit: int, type_id: str | None, exclude: tuple[str, ...] = ()
+) -> list[tuple[int, bytes]]:
+    return store.resource_page(after, limit, type_id, exclude)
 
 
 def _resource_exists(store: Store, type_id: str, res_id: str) -> bool:
@@ -324,8 +326,10 @@ class _ResourceFeed:
     MAX_BATCHES_IN_FLIGHT per table), and every worker would stall with it. Two pages at most are held.
     """
 
-    def __init__(self, db: _Db) -> None:
+    def __init__(self, db: _Db, exclude_types: Iterable[str] = ()) -> None:
         self.db = db
+        # Types the phase skips: never read back (a connector's users are often most of its resources).
+        self.exclude = tuple(sorted(exclude_types))
         self.buffer: deque[bytes] = deque()
         self.after = 0
         self.done = False
@@ -333,7 +337,7 @@ class _ResourceFeed:
         self.pending: concurrent.futures.Future[list[tuple[int, bytes]]] | None = None
 
     def _request(self) -> concurrent.futures.Future[list[tuple[int, bytes]]]:
-        return self.db.submit(_resource_page, self.after, RESOURCE_PAGE, None)
+        return self.db.submit(_resource_page, self.after, RESOURCE_PAGE, None, self.exclude)
 
     async def next(self) -> bytes | None:
         while not self.buffer:
@@ -808,20 +812,19 @@ class _Syncer:
         self.phase(phase)
         await self.settle()
         await self.resources.flush()
-        feed = _ResourceFeed(self.db)
-        # Types whose own annotations skip this phase: their resources are skipped without parsing.
+        # Types whose own annotations skip this phase are left in the store; a resource whose own
+        # annotations skip it is parsed to find out.
         skipped_types = {
             t for t, names in self.type_annotations.items() if any(n in names for n in skip_names)
         }
+        feed = _ResourceFeed(self.db, skipped_types)
 
         async def worker() -> None:
             clock = time.monotonic
             stepped = clock()
             while (data := await feed.next()) is not None:
-                if skipped_types or _SKIP_MARK in data:
+                if _SKIP_MARK in data:
                     res = Resource.FromString(data)
-                    if res.id.resource_type in skipped_types:
-                        continue
                     if any(n in _annotation_names(res.annotations) for n in skip_names):
                         continue
                 await handler(data)

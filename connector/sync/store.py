@@ -75,7 +75,11 @@ class Store(Protocol):
     def write_entitlement_rows(self, batch: Sequence[rows.EntitlementRow]) -> None: ...
     def write_grant_batch(self, batch: rows.GrantRows) -> None: ...
     def resource_page(
-        self, after_id: int, limit: int, resource_type: str | None = None
+        self,
+        after_id: int,
+        limit: int,
+        resource_type: str | None = None,
+        exclude_types: Sequence[str] = (),
     ) -> list[tuple[int, bytes]]: ...
     def resource_exists(self, resource_type: str, resource: str) -> bool: ...
     def expand_grants(self, max_depth: int) -> tuple[dict[str, int], list[str]]: ...
@@ -398,9 +402,15 @@ class ProcessStore:
         self._write("write_grant_rows", batch.plain, batch.expandable)
 
     def resource_page(
-        self, after_id: int, limit: int, resource_type: str | None = None
+        self,
+        after_id: int,
+        limit: int,
+        resource_type: str | None = None,
+        exclude_types: Sequence[str] = (),
     ) -> list[tuple[int, bytes]]:
-        page: list[tuple[int, bytes]] = self._call("resource_page", after_id, limit, resource_type)
+        page: list[tuple[int, bytes]] = self._call(
+            "resource_page", after_id, limit, resource_type, tuple(exclude_types)
+        )
         return page
 
     def resource_exists(self, resource_type: str, resource: str) -> bool:
