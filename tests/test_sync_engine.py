@@ -512,29 +512,26 @@ async def test_interpreter_settings_are_held_while_syncs_run_and_restored(tmp_pa
     assert sys.getswitchinterval() == before
     assert gc.get_freeze_count() == 0
 
-    # Two syncs at once: the settings stay until the second one ends.
+    # Two syncs at once: the first one ending leaves the settings to the one still running.
     first_done = asyncio.Event()
-    during_second: list[int] = []
+    second_running = asyncio.Event()
+    inner = runtime()
 
-    async def second() -> None:
+    async def list_resources(request: Any) -> Any:
+        second_running.set()
         await first_done.wait()
-        await run_sync(
-            runtime(),
-            tmp_path / "d.c1z",
-            SyncOptions(),
-            on_phase=lambda _p: during_second.append(gc.get_freeze_count()),
-        )
+        return await inner.list_resources(request)
 
-    async def first() -> None:
-        await run_sync(runtime(), tmp_path / "c.c1z", SyncOptions())
-        first_done.set()
-
-    task = asyncio.create_task(second())
-    await asyncio.sleep(0)
-    await first()
-    await task
-    assert during_second and all(n > 0 for n in during_second)
-    assert gc.get_freeze_count() == 0
+    second = asyncio.create_task(
+        run_sync(Wrapped(inner, list_resources=list_resources), tmp_path / "d.c1z", SyncOptions())
+    )
+    await second_running.wait()
+    await run_sync(runtime(), tmp_path / "c.c1z", SyncOptions())
+    assert not second.done()
+    assert gc.get_freeze_count() > 0 and sys.getswitchinterval() <= tuning.SWITCH_INTERVAL_S
+    first_done.set()
+    await second
+    assert gc.get_freeze_count() == 0 and sys.getswitchinterval() == before
 
     gc.freeze()
     try:
