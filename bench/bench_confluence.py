@@ -133,6 +133,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "entitlements": report["entitlements"],
         "grants_direct": report["grants_direct"],
         "grants_expanded": report["grants_expanded"],
+        "grants_expanded_early": report["grants_expanded_early"],
         "connector_counters": report["connector_counters"],
         "phase_s": report.get("phase_durations", {}),
         "c1z_bytes": result["c1z_bytes"],

@@ -167,6 +167,9 @@ class GrantRows:
         self.plain: list[PlainGrantRow] = []
         self.expandable: list[ExpandableGrantRow] = []
         self.problems: list[tuple[grant_pb2.Grant, str]] = []
+        # Set by the sync engine when the batch is handed over: every resource with a smaller row id has
+        # had its grants listed (see connector/sync/early_expansion.py); None when not known.
+        self.watermark: int | None = None
         self._cache: dict[bytes, tuple[str, str, str]] = {}
 
     def __len__(self) -> int:

@@ -52,6 +52,7 @@ from connector.sdk.client import ConnectorClient, EncodedGrantsClient
 from connector.sdk.encoded_grants import EncodedGrants
 from connector.sdk.errors import ConnectorError
 from connector.sync import tuning
+from connector.sync.early_expansion import ALL_DONE
 from connector.sync.expansion import DEFAULT_MAX_DEPTH, ExpansionError
 from connector.sync.report import SyncReport
 from connector.sync.store import Store, new_cancel_event, open_store
@@ -70,6 +71,9 @@ MAX_STEP_S = 0.002
 RESOURCE_PAGE = 1000
 ROW_BATCH = 8000
 MAX_BATCHES_IN_FLIGHT = 3
+# With early expansion, a grants batch goes to the store at least this often, so the store learns soon
+# which listings have ended.
+EARLY_EXPANSION_FLUSH_S = 0.05
 MAX_LINEAR_BACKOFF_S = 60.0
 CLEANUP_TIMEOUT_S = 30.0
 # Go syncer: abort when there are more than 10 warnings and they exceed 10% of completed listings.
@@ -118,6 +122,9 @@ class SyncOptions:
     # The c1z writer (SQLite, indexes, compression) runs in a child process, on another core than the
     # connector; False keeps it on a thread of this process.
     writer_process: bool = True
+    # Expand the edges whose grants are all listed while the rest are still being listed (the result is
+    # the same; early_expansion.py). False: all expansion after the last listing.
+    early_expansion: bool = True
 
 
 class SyncError(Exception):
@@ -275,6 +282,9 @@ class _Sink:
         self.size = size
         self.buffer: Any = new()
         self.inflight: deque[asyncio.Future[None]] = deque()
+        # Called with each batch as it is handed over (the grants sink stamps the expansion watermark).
+        self.stamp: Callable[[Any], None] | None = None
+        self.submitted_at = time.monotonic()
 
     @classmethod
     def of_lists(cls, db: _Db, write: Callable[[Any, Any], None]) -> _Sink:
@@ -288,8 +298,16 @@ class _Sink:
         self.buffer.extend(items)
         await self.maybe_submit()
 
+    async def submit_if_older(self, seconds: float) -> None:
+        """Hand the buffer over, even small or empty, if nothing was handed over for `seconds`."""
+        if time.monotonic() - self.submitted_at >= seconds:
+            await self._submit()
+
     async def _submit(self) -> None:
         batch, self.buffer = self.buffer, self.new()
+        if self.stamp is not None:
+            self.stamp(batch)
+        self.submitted_at = time.monotonic()
         self.inflight.append(asyncio.wrap_future(self.db.submit(self.write, batch)))
         while len(self.inflight) > MAX_BATCHES_IN_FLIGHT:
             await self.inflight.popleft()
@@ -330,8 +348,10 @@ class _ResourceFeed:
         self.db = db
         # Types the phase skips: never read back (a connector's users are often most of its resources).
         self.exclude = tuple(sorted(exclude_types))
-        self.buffer: deque[bytes] = deque()
+        self.buffer: deque[tuple[int, bytes]] = deque()
         self.after = 0
+        # Row id of the last resource handed out (those after it are not handed out yet).
+        self.last = 0
         self.done = False
         self.lock = asyncio.Lock()
         self.pending: concurrent.futures.Future[list[tuple[int, bytes]]] | None = None
@@ -339,7 +359,8 @@ class _ResourceFeed:
     def _request(self) -> concurrent.futures.Future[list[tuple[int, bytes]]]:
         return self.db.submit(_resource_page, self.after, RESOURCE_PAGE, None, self.exclude)
 
-    async def next(self) -> bytes | None:
+    async def next(self) -> tuple[int, bytes] | None:
+        """The next resource: its row id and its data."""
         while not self.buffer:
             if self.done:
                 return None
@@ -352,16 +373,45 @@ class _ResourceFeed:
                     self.done = True
                 else:
                     self.after = page[-1][0]
-                    self.buffer.extend(data for _, data in page)
+                    self.buffer.extend(page)
                     if len(page) == RESOURCE_PAGE:
                         self.pending = self._request()
-        return self.buffer.popleft()
+        item = self.buffer.popleft()
+        self.last = item[0]
+        return item
+
+    def exhausted(self) -> bool:
+        return self.done and not self.buffer
 
     async def close(self) -> None:
         """Wait for a prefetch still queued (its result is not needed), so the store thread is idle."""
         fut, self.pending = self.pending, None
         if fut is not None:
             await _wait_done(fut)
+
+
+class _Listings:
+    """Which resources have had their grants listed, as the watermark early expansion needs: every
+    resource of the sync with a smaller row id has (connector/sync/early_expansion.py)."""
+
+    def __init__(self) -> None:
+        self.feed: _ResourceFeed | None = None
+        self.running: set[int] = set()
+        self.finished = False
+
+    def watermark(self) -> int:
+        feed = self.feed
+        if self.finished:
+            return ALL_DONE
+        if feed is None:
+            return 0
+        # Resources are handed out in row id order: those before the last one handed out have ended
+        # unless still running; a resource skipped by its annotations has nothing to list.
+        floor = ALL_DONE if feed.exhausted() else feed.last + 1
+        return min(self.running, default=floor)
+
+    def stamp(self, batch: rows.GrantRows) -> None:
+        batch.watermark = self.watermark()
 
 
 def _encoded_grants_lister(client: ConnectorClient) -> Any:
@@ -547,7 +597,13 @@ class _Syncer:
                 )
                 await self.entitlements.flush()
                 if not opts.skip_grants:
-                    await self.per_resource("grants", self.list_grants, (_SKIP_ALL, _SKIP_GRANTS))
+                    listings = None
+                    if opts.early_expansion and not opts.skip_expand_grants:
+                        listings = _Listings()
+                        self.grants.stamp = listings.stamp
+                    await self.per_resource("grants", self.list_grants, (_SKIP_ALL, _SKIP_GRANTS), listings)
+                    if listings is not None:
+                        listings.finished = True
                 await self.flush_all()
                 if not opts.skip_expand_grants:
                     await self.expand()
@@ -807,8 +863,11 @@ class _Syncer:
         phase: str,
         handler: Callable[[bytes], Awaitable[None]],
         skip_names: tuple[str, ...],
+        listings: _Listings | None = None,
     ) -> None:
-        """Run `handler` for every stored resource of this sync that the skip annotations do not exclude."""
+        """Run `handler` for every stored resource of this sync that the skip annotations do not exclude;
+        `listings`, if given, follows which have ended (and grant batches go to the store often enough for
+        early expansion to follow)."""
         self.phase(phase)
         await self.settle()
         await self.resources.flush()
@@ -818,16 +877,27 @@ class _Syncer:
             t for t, names in self.type_annotations.items() if any(n in names for n in skip_names)
         }
         feed = _ResourceFeed(self.db, skipped_types)
+        if listings is not None:
+            listings.feed = feed
 
         async def worker() -> None:
             clock = time.monotonic
             stepped = clock()
-            while (data := await feed.next()) is not None:
+            while (item := await feed.next()) is not None:
+                rowid, data = item
                 if _SKIP_MARK in data:
                     res = Resource.FromString(data)
                     if any(n in _annotation_names(res.annotations) for n in skip_names):
                         continue
-                await handler(data)
+                if listings is None:
+                    await handler(data)
+                else:
+                    listings.running.add(rowid)
+                    try:
+                        await handler(data)
+                    finally:
+                        listings.running.discard(rowid)
+                    await self.grants.submit_if_older(EARLY_EXPANSION_FLUSH_S)
                 # Resources whose listings need no I/O (no grants, a connector's cache) never suspend the
                 # worker; without a hand-back it could hold the loop for tens of milliseconds while the
                 # answers to the requests in flight wait to be read.
@@ -956,6 +1026,7 @@ class _Syncer:
         for message in warnings:
             self.report.warn(message)
         self.report.grants_expanded = stats["created"]
+        self.report.grants_expanded_early = stats.get("created_early", 0)
         log.info("grant_expansion_done", **stats)
 
 

@@ -126,8 +126,33 @@ class Expander:
         self._source_cache: (
             tuple[tuple[str, tuple[str, ...], Cursor | None], list[_SourceRow], Cursor | None] | None
         ) = None
+        # Set by early expansion (early_expansion.py): what this expander writes is recorded so that it
+        # can be taken back, and new grants never overwrite a stored one.
+        self.journal: Journal | None = None
 
     # --- graph ---------------------------------------------------------------------------------------
+
+    @property
+    def edges(self) -> dict[tuple[str, str], Edge]:
+        """The (source, destination) edges `load()` found, before cycles are collapsed."""
+        return self._edges
+
+    def stored(self, entitlement_id: str) -> bool:
+        """Whether the entitlement is stored (or was embedded in an expandable grant `load()` read)."""
+        return self._entitlement(entitlement_id) is not None
+
+    def source_belongs_to(self, source: str, ptype: str, pid: str) -> bool:
+        """Whether `source` is a known entitlement of the principal ptype:pid (what `load()` requires of
+        an edge; anything else is left to it, to warn about or fail on)."""
+        ent = self._entitlement(source)
+        if ent is None:
+            return False
+        rid = ent.resource.id
+        return rid.resource_type == ptype and rid.resource == pid
+
+    def forget_pages(self) -> None:
+        """Drop the cached source page (the grants under it may have changed since it was read)."""
+        self._source_cache = None
 
     def load(self) -> int:
         """Read expandable grants and build the graph. Returns the number of edges."""
@@ -442,7 +467,9 @@ class Expander:
         if own:
             conn.execute("begin")
         try:
-            if new_rows:
+            if self.journal is not None:
+                self.journal.write(conn, new_rows, updates)
+            elif new_rows:
                 # "Preserve expansion": a derived grant never overwrites a stored grant's expansion state.
                 conn.executemany(
                     f"insert into {schema.GRANTS} (resource_type_id, resource_id, entitlement_id, "
@@ -451,7 +478,7 @@ class Expander:
                     "on conflict (external_id, sync_id) do update set data = excluded.data",
                     new_rows,
                 )
-            if updates:
+            if updates and self.journal is None:
                 conn.executemany(
                     f"update {schema.GRANTS} set data = ? where id = ?",
                     [(g.SerializeToString(deterministic=True), row_id) for row_id, g in updates.items()],
@@ -464,6 +491,82 @@ class Expander:
             conn.execute("commit")
         self.stats.created += len(new_rows)
         self.stats.updated += len(updates)
+
+
+class JournalConflict(Exception):
+    """A grant early expansion would create already exists under its id (for another entitlement)."""
+
+
+class Journal:
+    """What early expansion wrote, so that it can be taken back (see early_expansion.py).
+
+    New grants are plain inserts: SQLite gives them consecutive row ids after the largest one, so one
+    range per write records them. An insert whose id is taken (never by a well-behaved connector: the id
+    names the destination entitlement) is skipped by SQLite and reported as a conflict. Updated grants
+    keep their previous bytes.
+    """
+
+    def __init__(self) -> None:
+        # (first row id, last row id, destination entitlement)
+        self.inserted: list[tuple[int, int, str]] = []
+        # (row id, previous data, destination entitlement), in write order
+        self.updated: list[tuple[int, bytes, str]] = []
+        self.updated_bytes = 0
+
+    def write(
+        self, conn: sqlite3.Connection, new_rows: list[_GrantRow], updates: dict[int, grant_pb2.Grant]
+    ) -> None:
+        if new_rows:
+            destination = new_rows[0][2]
+            first = _max_grant_id(conn) + 1
+            conn.executemany(
+                f"insert or ignore into {schema.GRANTS} (resource_type_id, resource_id, entitlement_id, "
+                "principal_resource_type_id, principal_resource_id, external_id, expansion, "
+                "needs_expansion, data, sync_id, discovered_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                new_rows,
+            )
+            last = _max_grant_id(conn)
+            if last >= first:
+                self.inserted.append((first, last, destination))
+            if last - first + 1 != len(new_rows):
+                raise JournalConflict(f"a grant of {destination} exists under a derived grant's id")
+        if updates:
+            ids = list(updates)
+            for i in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[i : i + _IN_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                for row_id, entitlement_id, data in conn.execute(
+                    f"select id, entitlement_id, data from {schema.GRANTS} where id in ({marks})", chunk
+                ):
+                    old = bytes(data)
+                    self.updated.append((int(row_id), old, str(entitlement_id)))
+                    self.updated_bytes += len(old)
+            conn.executemany(
+                f"update {schema.GRANTS} set data = ? where id = ?",
+                [(g.SerializeToString(deterministic=True), row_id) for row_id, g in updates.items()],
+            )
+
+    def undo(self, conn: sqlite3.Connection) -> None:
+        """Delete the inserted grants and restore the updated ones. A row a later write gave to another
+        entitlement (a connector reusing a derived grant's id) is left as that write made it."""
+        for row_id, old, entitlement_id in reversed(self.updated):
+            conn.execute(
+                f"update {schema.GRANTS} set data = ? where id = ? and entitlement_id = ?",
+                (old, row_id, entitlement_id),
+            )
+        for first, last, entitlement_id in self.inserted:
+            conn.execute(
+                f"delete from {schema.GRANTS} where id between ? and ? and entitlement_id = ?",
+                (first, last, entitlement_id),
+            )
+        self.inserted.clear()
+        self.updated.clear()
+        self.updated_bytes = 0
+
+
+def _max_grant_id(conn: sqlite3.Connection) -> int:
+    row = conn.execute(f"select max(id) from {schema.GRANTS}").fetchone()
+    return int(row[0] or 0)
 
 
 def _field(number: int, payload: bytes) -> bytes:

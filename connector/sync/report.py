@@ -18,6 +18,8 @@ class SyncReport:
     entitlements: int = 0
     grants_direct: int = 0
     grants_expanded: int = 0
+    # Of those, created while grants were still being listed (connector/sync/early_expansion.py).
+    grants_expanded_early: int = 0
     duration_s: float = 0.0
     upstream_requests: int = 0
     connector_calls: int = 0
@@ -56,6 +58,7 @@ class SyncReport:
             "entitlements": self.entitlements,
             "grants_direct": self.grants_direct,
             "grants_expanded": self.grants_expanded,
+            "grants_expanded_early": self.grants_expanded_early,
             "grants": self.grants,
             "duration_s": round(self.duration_s, 3),
             "upstream_requests": self.upstream_requests,

@@ -34,7 +34,8 @@ from connector.c1z import rows, schema
 from connector.c1z.container import C1zError, Cancelled
 from connector.c1z.writer import C1zWriter
 from connector.ops.logging import get_logger
-from connector.sync.expansion import Expander, ExpansionError
+from connector.sync.early_expansion import EarlyExpansion
+from connector.sync.expansion import Expander, ExpansionError, ExpansionStats
 
 log = get_logger(__name__)
 
@@ -48,7 +49,7 @@ _OPS = frozenset(
         "write_resource_type_rows",
         "write_resource_rows",
         "write_entitlement_rows",
-        "write_grant_rows",
+        "write_grants",
         "resource_page",
         "resource_exists",
         "expand_grants",
@@ -92,24 +93,60 @@ class LocalStore(C1zWriter):
     """The store in this process (the engine runs it on a worker thread)."""
 
     peak_rss_kib = 0
+    _early: EarlyExpansion | None = None
+
+    def write_grants(
+        self,
+        plain: Sequence[rows.PlainGrantRow],
+        expandable: Sequence[rows.ExpandableGrantRow],
+        watermark: int | None,
+    ) -> None:
+        """Store connector grants; with a watermark (a full sync's grants phase), expansion of the edges
+        it makes final starts here (early_expansion.py)."""
+        early = self._early
+        if early is None and watermark is not None:
+            early = self._early = EarlyExpansion(self.conn, self.sync_id, lambda: not self._deferred_indexes)
+        if early is not None:
+            early.before_write(plain, expandable)
+        self.write_grant_rows(plain, expandable)
+        if early is not None:
+            early.after_write(watermark)
+
+    def write_grant_batch(self, batch: rows.GrantRows) -> None:
+        self.write_grants(batch.plain, batch.expandable, batch.watermark)
+
+    def idle(self) -> bool:
+        """Early expansion while no request is waiting. Returns whether more is ready to run."""
+        return self._early.step() if self._early is not None else False
 
     def expand_grants(self, max_depth: int) -> tuple[dict[str, int], list[str]]:
-        """Grant expansion (indexes first). Returns the expander's counts and its warnings."""
+        """Grant expansion (indexes first), skipping what ran early. Returns the counts and warnings."""
         self.ensure_indexes()
+        early, self._early = self._early, None
+        if early is not None:
+            early.active = False
         warnings: list[str] = []
         expander = Expander(self.conn, self.sync_id, max_depth=max_depth, warn=warnings.append)
-        if expander.load():
-            while (layer := expander.next_layer()) is not None:
-                if self.cancel.is_set():
-                    raise Cancelled("grant expansion cancelled")
-                expander.expand_layer(layer)
+        expander.load()
+        if early is not None and not early.agrees_with(expander.edges):
+            early.undo()
+        skip = early if early is not None and early.ran else None
+        while (layer := expander.next_layer()) is not None:
+            if self.cancel.is_set():
+                raise Cancelled("grant expansion cancelled")
+            if skip is not None:
+                layer = [a for a in layer if not skip.done(a)]
+            expander.expand_layer(layer)
         s = expander.stats
+        before = early.stats if early is not None else ExpansionStats()
         stats = {
             "edges": s.edges,
             "cycles_collapsed": s.components_collapsed,
             "layers": s.layers,
-            "created": s.created,
-            "updated": s.updated,
+            "created": s.created + before.created,
+            "updated": s.updated + before.updated,
+            "created_early": before.created,
+            "early_taken_back": early.undone if early is not None else 0,
         }
         return stats, warnings
 
@@ -123,9 +160,6 @@ class LocalStore(C1zWriter):
             "grants": self.count(schema.GRANTS),
             "old_syncs_removed": self.cleanup_old_syncs(),
         }
-
-    def write_grant_batch(self, batch: rows.GrantRows) -> None:
-        self.write_grant_rows(batch.plain, batch.expandable)
 
 
 def open_store(
@@ -241,7 +275,12 @@ def _child_main(
     threading.Thread(target=read, name="c1z-writer-reader", daemon=True).start()
     try:
         while True:
-            request = requests.get()
+            try:
+                request = requests.get_nowait()
+            except queue.Empty:
+                if store.idle():
+                    continue
+                request = requests.get()
             if request is None:
                 store.abort()  # the parent is gone: leave nothing behind
                 return
@@ -399,7 +438,7 @@ class ProcessStore:
         self._write("write_entitlement_rows", list(batch))
 
     def write_grant_batch(self, batch: rows.GrantRows) -> None:
-        self._write("write_grant_rows", batch.plain, batch.expandable)
+        self._write("write_grants", batch.plain, batch.expandable, batch.watermark)
 
     def resource_page(
         self,
