@@ -359,6 +359,28 @@ async def test_concurrency_bound_limits_in_flight(server: Server) -> None:
     assert server.max_in_flight == 3
 
 
+async def test_a_request_waiting_for_a_slot_goes_out_before_the_freed_answer_is_processed(
+    server: Server,
+) -> None:
+    """Processing an answer (decoding, building a page) must not keep a free slot idle."""
+    order: list[str] = []
+    async with client(server, concurrency=1) as c:
+        send = c._client.request
+
+        async def recording(method: str, url: Any, **kw: Any) -> httpx.Response:
+            order.append(f"send {httpx.URL(url).path}")
+            return await send(method, url, **kw)
+
+        c._client.request = recording  # type: ignore[method-assign]
+
+        async def first() -> None:
+            await c.get_json("/first")
+            order.append("process /first")
+
+        await asyncio.gather(first(), c.get_json("/second"))
+    assert order == ["send /first", "send /second", "process /first"]
+
+
 async def test_semaphore_not_held_during_backoff(server: Server) -> None:
     async def handler(req: Req) -> Resp:
         if req.path == "/limited" and sum(r.path == "/limited" for r in server.requests) == 1:

@@ -540,6 +540,8 @@ class UpstreamClient:
                 except httpx.TransportError as exc:
                     failure = exc
                 elapsed = time.monotonic() - started
+            # Let the request waiting for this slot go out before this answer is processed.
+            await asyncio.sleep(0)
 
             status = response.status_code if response is not None else None
             ok = status is not None and status in expect
