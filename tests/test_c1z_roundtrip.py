@@ -198,6 +198,39 @@ def test_grant_upsert_needs_expansion_rules(tmp_path: Path) -> None:
     w.abort()
 
 
+@pytest.mark.parametrize("bulk_load_after", [0, 100_000], ids=["bulk-load", "indexed"])
+def test_a_grant_listed_twice_in_one_batch_keeps_its_last_listing(
+    tmp_path: Path, bulk_load_after: int
+) -> None:
+    """Rows with and without a GrantExpandable are stored by separate statements; the listing order still
+    decides which of two listings of one grant is kept, however the grants were batched."""
+    org = Org()
+    all_ = group_res("all", org)
+    eng = _grant(all_, "member", "group", "eng", model.expandable(["group:eng:member"]))
+    ops = _grant(all_, "member", "group", "ops", model.expandable(["group:ops:member"]))
+    with C1zWriter(tmp_path / "sync.c1z", bulk_load_after=bulk_load_after) as w:
+        w.start_sync("full")
+        w.put_grants(
+            [
+                eng,
+                _grant(all_, "member", "user", "alice"),
+                _grant(all_, "member", "group", "eng"),  # eng again, now without the expansion: kept
+                _grant(all_, "member", "group", "ops"),
+                ops,  # ops again, now with it: kept
+            ]
+        )
+        w.ensure_indexes()
+        stored = w.conn.execute(
+            "select external_id, expansion is not null, needs_expansion from v1_grants order by external_id"
+        ).fetchall()
+        w.end_sync()
+    assert stored == [
+        ("group:all:member:group:eng", 0, 0),
+        ("group:all:member:group:ops", 1, 1),
+        ("group:all:member:user:alice", 0, 0),
+    ]
+
+
 def test_bulk_load_keeps_the_last_write_of_a_repeated_grant(tmp_path: Path) -> None:
     """A new file bulk-loads grants without indexes (here from the first one); a grant listed twice ends up
     stored once, as written last (what the upserts of an indexed load leave), and the unique index holds."""

@@ -158,11 +158,13 @@ def random_graph(seed: int, messy: bool, in_order: bool) -> Graph:
         where = spec[0] if not messy or rng.random() < 0.7 else rng.choice(groups)
         listed[where].append(spec)
         if messy and rng.random() < 0.15:
-            # Listed again; an expandable grant with other flags (the last write wins).
+            # Listed again: a group's membership now without an expansion, or with other flags (the last
+            # write wins).
             again = spec
-            if spec[3] is not None and in_order:
-                owner, ptype, pid, _ = spec
-                again = (owner, ptype, pid, model.expandable([member_of(pid)], shallow=rng.random() < 0.5))
+            owner, ptype, pid, _ = spec
+            if ptype == "group" and in_order:
+                flags = model.expandable([member_of(pid)], shallow=rng.random() < 0.5)
+                again = (owner, ptype, pid, None if rng.random() < 0.5 else flags)
             listed[rng.choice(groups)].append(again)
     listings: dict[str, list[list[GrantSpec]]] = {}
     for gid, items in listed.items():
@@ -259,7 +261,7 @@ def store_with_groups(tmp_path: Path, *groups: str, bulk_load_after: int = 100_0
 def write(store: LocalStore, specs: list[GrantSpec], watermark: int | None) -> None:
     batch = rows.GrantRows()
     batch.add_all([grant(s) for s in specs])
-    store.write_grants(batch.plain, batch.expandable, watermark)
+    store.write_grants(batch.plain, batch.expandable, batch.expandable_after, watermark)
 
 
 def resource_rowid(store: LocalStore, gid: str) -> int:
@@ -345,7 +347,7 @@ def test_a_derived_grant_id_already_taken_takes_early_work_back(tmp_path: Path) 
         taken.id = "group:outer:member:user:bob"
         batch = rows.GrantRows()
         batch.add_all([grant(s) for s in [*INNER, NEST]] + [taken])
-        store.write_grants(batch.plain, batch.expandable, ALL_DONE)
+        store.write_grants(batch.plain, batch.expandable, batch.expandable_after, ALL_DONE)
         assert derived(store) == set()
         stats, _ = store.expand_grants(20)
         assert stats["created_early"] == 0

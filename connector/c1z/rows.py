@@ -166,6 +166,9 @@ class GrantRows:
     def __init__(self) -> None:
         self.plain: list[PlainGrantRow] = []
         self.expandable: list[ExpandableGrantRow] = []
+        # For each expandable row, how many plain rows came before it: the listing order, which decides
+        # which write of a grant listed twice in one batch is the last (see C1zWriter.write_grant_rows).
+        self.expandable_after: list[int] = []
         self.problems: list[tuple[grant_pb2.Grant, str]] = []
         # Set by the sync engine when the batch is handed over: every resource with a smaller row id has
         # had its grants listed (see connector/sync/early_expansion.py); None when not known.
@@ -249,6 +252,7 @@ class GrantRows:
             self.plain.append((*cols, data))
         else:
             self.expandable.append((*cols, data, expansion))
+            self.expandable_after.append(len(self.plain))
 
     def _trim_cache(self) -> None:
         if len(self._cache) > 1024:

@@ -301,8 +301,21 @@ class C1zWriter:
         expandable: Sequence[rows.ExpandableGrantRow] = (),
         *,
         preserve_expansion: bool = False,
+        expandable_after: Sequence[int] | None = None,
     ) -> None:
-        """Upsert grant rows (rows without, then rows with, a GrantExpandable)."""
+        """Upsert grant rows (rows without, then rows with, a GrantExpandable). `expandable_after`: how
+        many plain rows were listed before each expandable one; when a grant listed without an expansion
+        comes after the same grant listed with one, the batch is written in listing order so that the last
+        write still wins."""
+        if expandable_after is not None and _relisted_plain(plain, expandable, expandable_after):
+            start = 0
+            for row, after in zip(expandable, expandable_after, strict=True):
+                if after > start:
+                    self.write_grant_rows(plain[start:after], preserve_expansion=preserve_expansion)
+                    start = after
+                self.write_grant_rows((), [row], preserve_expansion=preserve_expansion)
+            self.write_grant_rows(plain[start:], preserve_expansion=preserve_expansion)
+            return
         if self._bulk_candidate and not preserve_expansion:
             self._grants_written += len(plain) + len(expandable)
             if self._grants_written > self._bulk_load_after:
@@ -328,7 +341,7 @@ class C1zWriter:
         self._deferred_indexes = True
 
     def write_grant_batch(self, batch: rows.GrantRows) -> None:
-        self.write_grant_rows(batch.plain, batch.expandable)
+        self.write_grant_rows(batch.plain, batch.expandable, expandable_after=batch.expandable_after)
 
     def put_resource_types(self, items: Iterable[resource_pb2.ResourceType]) -> None:
         self.write_resource_type_rows([rows.resource_type_row(i) for i in items])
@@ -351,7 +364,12 @@ class C1zWriter:
             copy.CopyFrom(g)
             copies.append(copy)
         batch.add_all(copies)
-        self.write_grant_rows(batch.plain, batch.expandable, preserve_expansion=preserve_expansion)
+        self.write_grant_rows(
+            batch.plain,
+            batch.expandable,
+            preserve_expansion=preserve_expansion,
+            expandable_after=batch.expandable_after,
+        )
         return [f"grant {g.id or '(no id)'} {why}" for g, why in batch.problems]
 
     # --- reads used while syncing -------------------------------------------------------------------
@@ -539,6 +557,21 @@ class C1zWriter:
             self.commit()
         else:
             self.abort()
+
+
+def _relisted_plain(
+    plain: Sequence[rows.PlainGrantRow],
+    expandable: Sequence[rows.ExpandableGrantRow],
+    expandable_after: Sequence[int],
+) -> bool:
+    """Whether a plain row repeats the id of an expandable row listed before it (rare: a connector
+    listing one grant twice, differently)."""
+    if not plain or not expandable:
+        return False
+    first: dict[str, int] = {}
+    for row, after in zip(expandable, expandable_after, strict=True):
+        first.setdefault(row[5], after)
+    return any(first.get(row[5], len(plain)) <= i for i, row in enumerate(plain))
 
 
 def _fsync_dir(path: Path) -> None:

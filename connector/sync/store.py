@@ -99,6 +99,7 @@ class LocalStore(C1zWriter):
         self,
         plain: Sequence[rows.PlainGrantRow],
         expandable: Sequence[rows.ExpandableGrantRow],
+        expandable_after: Sequence[int],
         watermark: int | None,
     ) -> None:
         """Store connector grants; with a watermark (a full sync's grants phase), expansion of the edges
@@ -108,12 +109,12 @@ class LocalStore(C1zWriter):
             early = self._early = EarlyExpansion(self.conn, self.sync_id, lambda: not self._deferred_indexes)
         if early is not None:
             early.before_write(plain, expandable)
-        self.write_grant_rows(plain, expandable)
+        self.write_grant_rows(plain, expandable, expandable_after=expandable_after)
         if early is not None:
             early.after_write(watermark)
 
     def write_grant_batch(self, batch: rows.GrantRows) -> None:
-        self.write_grants(batch.plain, batch.expandable, batch.watermark)
+        self.write_grants(batch.plain, batch.expandable, batch.expandable_after, batch.watermark)
 
     def idle(self) -> bool:
         """Early expansion while no request is waiting. Returns whether more is ready to run."""
@@ -438,7 +439,7 @@ class ProcessStore:
         self._write("write_entitlement_rows", list(batch))
 
     def write_grant_batch(self, batch: rows.GrantRows) -> None:
-        self._write("write_grants", batch.plain, batch.expandable, batch.watermark)
+        self._write("write_grants", batch.plain, batch.expandable, batch.expandable_after, batch.watermark)
 
     def resource_page(
         self,
