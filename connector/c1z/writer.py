@@ -571,6 +571,8 @@ def _relisted_plain(
     first: dict[str, int] = {}
     for row, after in zip(expandable, expandable_after, strict=True):
         first.setdefault(row[5], after)
+    if first.keys().isdisjoint({row[5] for row in plain}):  # the usual case, checked at C speed
+        return False
     return any(first.get(row[5], len(plain)) <= i for i, row in enumerate(plain))
 
 
