@@ -11,9 +11,9 @@ for that edge in its first layer, provided nothing written later touches S or D.
 list an entitlement's grants with the entitlement's own resource, so nothing does; but a connector may
 list grants anywhere, so:
 
-- every grant written after an edge has run is checked: one of a source's or destination's entitlement
-  takes all early work back (`Journal.undo`), and the expansion at the end does everything, as it would
-  have without this module;
+- every grant written after an edge has run is checked: a grant of an entitlement that was the source
+  or destination of an early edge takes all early work back (`Journal.undo`) before it is stored, and the
+  expansion at the end does everything, as it would have without this module;
 - at the end the full graph is built as always; early edges must appear in it unchanged, with no edge
   into their sources (otherwise everything is taken back), and only those exact (source, destination,
   flags) actions are skipped. A merged edge with wider flags is run again, which only adds what the
