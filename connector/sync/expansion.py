@@ -466,19 +466,16 @@ class Expander:
         own = not conn.in_transaction
         if own:
             conn.execute("begin")
+        journal = self.journal
         try:
-            if self.journal is not None:
-                self.journal.write(conn, new_rows, updates)
-            elif new_rows:
-                # "Preserve expansion": a derived grant never overwrites a stored grant's expansion state.
-                conn.executemany(
-                    f"insert into {schema.GRANTS} (resource_type_id, resource_id, entitlement_id, "
-                    "principal_resource_type_id, principal_resource_id, external_id, expansion, "
-                    "needs_expansion, data, sync_id, discovered_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                    "on conflict (external_id, sync_id) do update set data = excluded.data",
-                    new_rows,
-                )
-            if updates and self.journal is None:
+            if new_rows:
+                first = _max_grant_id(conn) + 1 if journal is not None else 0
+                conn.executemany(_INSERT_DERIVED[journal is not None], new_rows)
+                if journal is not None:
+                    journal.inserted_since(conn, first, new_rows)
+            if updates:
+                if journal is not None:
+                    journal.keep_previous(conn, list(updates))
                 conn.executemany(
                     f"update {schema.GRANTS} set data = ? where id = ?",
                     [(g.SerializeToString(deterministic=True), row_id) for row_id, g in updates.items()],
@@ -491,6 +488,20 @@ class Expander:
             conn.execute("commit")
         self.stats.created += len(new_rows)
         self.stats.updated += len(updates)
+
+
+_DERIVED_COLUMNS = (
+    f"{schema.GRANTS} (resource_type_id, resource_id, entitlement_id, principal_resource_type_id, "
+    "principal_resource_id, external_id, expansion, needs_expansion, data, sync_id, discovered_at) "
+    "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Derived grants, by whether a journal records them. Without one, "preserve expansion": a derived grant
+# never overwrites a stored grant's expansion state. With one, a taken id is skipped (and reported).
+_INSERT_DERIVED = {
+    False: f"insert into {_DERIVED_COLUMNS} "
+    "on conflict (external_id, sync_id) do update set data = excluded.data",
+    True: f"insert or ignore into {_DERIVED_COLUMNS}",
+}
 
 
 class JournalConflict(Exception):
@@ -513,38 +524,27 @@ class Journal:
         self.updated: list[tuple[int, bytes, str]] = []
         self.updated_bytes = 0
 
-    def write(
-        self, conn: sqlite3.Connection, new_rows: list[_GrantRow], updates: dict[int, grant_pb2.Grant]
-    ) -> None:
-        if new_rows:
-            destination = new_rows[0][2]
-            first = _max_grant_id(conn) + 1
-            conn.executemany(
-                f"insert or ignore into {schema.GRANTS} (resource_type_id, resource_id, entitlement_id, "
-                "principal_resource_type_id, principal_resource_id, external_id, expansion, "
-                "needs_expansion, data, sync_id, discovered_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                new_rows,
-            )
-            last = _max_grant_id(conn)
-            if last >= first:
-                self.inserted.append((first, last, destination))
-            if last - first + 1 != len(new_rows):
-                raise JournalConflict(f"a grant of {destination} exists under a derived grant's id")
-        if updates:
-            ids = list(updates)
-            for i in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[i : i + _IN_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                for row_id, entitlement_id, data in conn.execute(
-                    f"select id, entitlement_id, data from {schema.GRANTS} where id in ({marks})", chunk
-                ):
-                    old = bytes(data)
-                    self.updated.append((int(row_id), old, str(entitlement_id)))
-                    self.updated_bytes += len(old)
-            conn.executemany(
-                f"update {schema.GRANTS} set data = ? where id = ?",
-                [(g.SerializeToString(deterministic=True), row_id) for row_id, g in updates.items()],
-            )
+    def inserted_since(self, conn: sqlite3.Connection, first: int, new_rows: list[_GrantRow]) -> None:
+        """Record the grants just inserted from row id `first` on (raises JournalConflict if SQLite
+        skipped any)."""
+        destination = new_rows[0][2]
+        last = _max_grant_id(conn)
+        if last >= first:
+            self.inserted.append((first, last, destination))
+        if last - first + 1 != len(new_rows):
+            raise JournalConflict(f"a grant of {destination} exists under a derived grant's id")
+
+    def keep_previous(self, conn: sqlite3.Connection, ids: list[int]) -> None:
+        """Keep the bytes of grants about to be updated."""
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            for row_id, entitlement_id, data in conn.execute(
+                f"select id, entitlement_id, data from {schema.GRANTS} where id in ({marks})", chunk
+            ):
+                old = bytes(data)
+                self.updated.append((int(row_id), old, str(entitlement_id)))
+                self.updated_bytes += len(old)
 
     def undo(self, conn: sqlite3.Connection) -> None:
         """Delete the inserted grants and restore the updated ones. A row a later write gave to another
