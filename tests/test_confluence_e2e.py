@@ -18,7 +18,7 @@ from connector.sdk.client import GrpcConnectorClient
 from connector.sdk.runtime import ConnectorRuntime
 from connector.sdk.server import serve
 from connector.sync.engine import SyncOptions, run_sync
-from tests.test_confluence_support import TINY_CAPS, expected_grant_ids, running
+from tests.test_confluence_support import TINY_CAPS, expected_grant_ids, running, user_id, user_ids
 
 
 @pytest.mark.parametrize("version", ["7.19", "9.2"])
@@ -46,8 +46,9 @@ async def test_run_sync_writes_everything_and_expands_group_permissions(version:
     with C1zReader(out) as reader:
         assert {rt.id for rt in reader.resource_types()} == {"user", "group", "space"}
         users = {r.id.resource: r for r in reader.resources(resource_type="user")}
-        assert set(users) == set(data.users)
-        trait = model.find_annotation(users["zoë.müller"].annotations, annotation_trait_pb2.UserTrait)
+        assert set(users) == set(user_ids(data))
+        zoe = users[user_id(data, "zoë.müller")]
+        trait = model.find_annotation(zoe.annotations, annotation_trait_pb2.UserTrait)
         assert trait is not None and trait.login == "zoë.müller"
         assert expected_grant_ids(data) <= {g.id for g in reader.grants()}
         # Every member of a group holding a space permission now holds it too (derived by the engine).
@@ -57,11 +58,11 @@ async def test_run_sync_writes_everything_and_expands_group_permissions(version:
             for member in data.groups[name].members:
                 grants = list(
                     reader.grants(
-                        entitlement_id=f"space:{key}:edit-space",
-                        principal=model.resource_id("user", member),
+                        entitlement_id=f"space:{key}:create-page",
+                        principal=model.resource_id("user", user_id(data, member)),
                     )
                 )
-                assert grants, f"{member} should hold edit-space on {key} through {name}"
+                assert grants, f"{member} should hold create-page on {key} through {name}"
 
 
 async def test_each_sync_of_a_long_lived_connector_reports_its_own_counters(tmp_path: Path) -> None:

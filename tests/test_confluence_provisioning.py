@@ -32,7 +32,7 @@ from connector.sdk.crypto import (
 )
 from connector.sdk.errors import ConnectorError
 from connector.sdk.runtime import ConnectorRuntime
-from tests.test_confluence_support import running
+from tests.test_confluence_support import LEGACY_SLUGS, SLUGS, running, user_id
 
 CredOpt = connector_pb2.CapabilityDetailCredentialOption
 
@@ -69,14 +69,20 @@ def _has(annotations: object, kind: type) -> bool:
     return model.has_annotation(annotations, kind)  # type: ignore[arg-type]
 
 
+SCHEMES = pytest.mark.parametrize("legacy", [False, True], ids=["default-ids", "legacy-ids"])
+
+
+@SCHEMES
 @pytest.mark.parametrize("version", ["7.19", "8.5", "9.2"])
-async def test_group_membership_grant_and_revoke_are_idempotent(version: str) -> None:
+async def test_group_membership_grant_and_revoke_are_idempotent(version: str, legacy: bool) -> None:
     data = sandbox_data.small()
     group = data.groups["qa/automation"]
     user = next(u for u in data.users.values() if u.licensed and not group.has(u.username))
-    async with running(version, data=data) as (sandbox, connector):
+    uid = user_id(data, user.username, legacy=legacy)
+    args = ["--legacy-ids"] if legacy else []
+    async with running(version, data=data, args=args) as (sandbox, connector):
         rt = ConnectorRuntime(connector, provisioning=True)
-        principal = _res("user", user.username)
+        principal = _res("user", uid)
         first = await rt.grant(_grant_req("group", group.name, "member", principal))
         # 7.19 has no membership REST: the legacy remote API does the write.
         rest = sandbox.stats.by_route["PUT /rest/api/user/*/group/*"]
@@ -84,7 +90,7 @@ async def test_group_membership_grant_and_revoke_are_idempotent(version: str) ->
         assert (rest, rpc > 1) == ((0, True) if version == "7.19" else (1, False))
         assert group.has(user.username)
         assert not _has(first.annotations, annotation_grant_pb2.GrantAlreadyExists)
-        assert [g.id for g in first.grants] == [f"group:qa/automation:member:user:{user.username}"]
+        assert [g.id for g in first.grants] == [f"group:qa/automation:member:user:{uid}"]
         again = await rt.grant(_grant_req("group", group.name, "member", principal))
         assert _has(again.annotations, annotation_grant_pb2.GrantAlreadyExists)
 
@@ -105,12 +111,19 @@ async def test_group_membership_only_for_users_and_existing_accounts() -> None:
             await rt.grant(_grant_req("group", "Dev Ops", "member", _res("user", "nobody-here")))
         assert err.value.code == grpc.StatusCode.NOT_FOUND
         assert "nobody-here" in err.value.message
+        # A username is no user id unless --legacy-ids says so.
+        with pytest.raises(ConnectorError) as err:
+            await rt.grant(_grant_req("group", "Dev Ops", "member", _res("user", "admin")))
+        assert err.value.code == grpc.StatusCode.NOT_FOUND
 
 
+@SCHEMES
 @pytest.mark.parametrize("version", ["7.19", "8.5", "9.2"])
 @pytest.mark.parametrize("kind", ["user", "group"])
-async def test_space_permission_grant_and_revoke(version: str, kind: str) -> None:
+async def test_space_permission_grant_and_revoke(version: str, kind: str, legacy: bool) -> None:
     data = sandbox_data.small()
+    slugs = LEGACY_SLUGS if legacy else SLUGS
+    view, edit = slugs["VIEWSPACE"], slugs["EDITSPACE"]
     space = "SP0002"
     if kind == "user":
         name = next(
@@ -121,25 +134,27 @@ async def test_space_permission_grant_and_revoke(version: str, kind: str) -> Non
     else:
         name = "Dev Ops"
         data.permissions[space] = [p for p in data.permissions[space] if p[2] != name]
-    principal = _res(kind, name)
-    async with running(version, data=data) as (sandbox, connector):
+    principal = _res(kind, user_id(data, name, legacy=legacy) if kind == "user" else name)
+    pid = principal.id.resource
+    args = ["--legacy-ids"] if legacy else []
+    async with running(version, data=data, args=args) as (sandbox, connector):
         rt = ConnectorRuntime(connector, provisioning=True)
-        for slug, key in (("view", "VIEWSPACE"), ("edit-space", "EDITSPACE")):
+        for slug, key in ((view, "VIEWSPACE"), (edit, "EDITSPACE")):
             res = await rt.grant(_grant_req("space", space, slug, principal))
             assert (key, kind, name) in data.permissions[space]
             assert not _has(res.annotations, annotation_grant_pb2.GrantAlreadyExists)
             grant = res.grants[0]
-            assert grant.id == f"space:{space}:{slug}:{kind}:{name}"
+            assert grant.id == f"space:{space}:{slug}:{kind}:{pid}"
             expandable = model.find_annotation(grant.annotations, annotation_grant_pb2.GrantExpandable)
             assert (expandable is not None) == (kind == "group")
             res = await rt.grant(_grant_req("space", space, slug, principal))
             assert _has(res.annotations, annotation_grant_pb2.GrantAlreadyExists)
 
-        rev = await rt.revoke(_revoke_req("space", space, "edit-space", principal))
+        rev = await rt.revoke(_revoke_req("space", space, edit, principal))
         assert ("EDITSPACE", kind, name) not in data.permissions[space]
         assert ("VIEWSPACE", kind, name) in data.permissions[space]
         assert not _has(rev.annotations, annotation_grant_pb2.GrantAlreadyRevoked)
-        rev = await rt.revoke(_revoke_req("space", space, "edit-space", principal))
+        rev = await rt.revoke(_revoke_req("space", space, edit, principal))
         assert _has(rev.annotations, annotation_grant_pb2.GrantAlreadyRevoked)
         rest_writes = sum(
             n for route, n in sandbox.stats.by_route.items() if route.endswith(("/grant", "/revoke"))
@@ -157,9 +172,14 @@ async def test_rest_space_grant_needs_view_first_and_says_so() -> None:
     async with running("9.2", data=data) as (_, connector):
         rt = ConnectorRuntime(connector, provisioning=True)
         with pytest.raises(ConnectorError) as err:
-            await rt.grant(_grant_req("space", "ENG", "remove-page", _res("user", user)))
-    assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert "space:ENG:view" in err.value.message
+            await rt.grant(_grant_req("space", "ENG", "delete-page", _res("user", user_id(data, user))))
+        assert err.value.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert "space:ENG:read-space" in err.value.message
+        # A slug of the other scheme is named as such, not just "unknown".
+        with pytest.raises(ConnectorError) as err:
+            await rt.grant(_grant_req("space", "ENG", "view", _res("user", user_id(data, user))))
+        assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "legacy-scheme slug" in err.value.message and "--legacy-ids" in err.value.message
     assert ("REMOVEPAGE", "user", user) not in data.permissions["ENG"]
 
 
@@ -232,8 +252,19 @@ async def test_create_account_without_password_asks_confluence_to_email_the_user
     assert created.password is None and created.notify_via_email
     assert created.email == "new.hire@example.com" and created.display_name == "New Hire"
     assert resp.WhichOneof("result") == "success"
-    assert resp.success.resource.id.resource == "new.hire"
+    assert resp.success.resource.id.resource == created.user_key
     assert not resp.encrypted_data
+    async with running("8.5", data=data, args=["--legacy-ids"]) as (_, connector):
+        rt = ConnectorRuntime(connector, provisioning=True)
+        resp = await rt.create_account(
+            resource_pb2.CreateAccountRequest(
+                account_info=_account("old.style", "old.style@example.com", "Old Style"),
+                credential_options=resource_pb2.CredentialOptions(
+                    no_password=resource_pb2.CredentialOptions.NoPassword()
+                ),
+            )
+        )
+    assert resp.success.resource.id.resource == "old.style"
 
 
 async def test_create_account_with_random_password_returns_it_encrypted_to_each_recipient() -> None:
@@ -306,7 +337,7 @@ async def test_create_account_errors_are_clear() -> None:
             )
         )
         assert dup.WhichOneof("result") == "already_exists"
-        assert dup.already_exists.resource.id.resource == "admin"
+        assert dup.already_exists.resource.id.resource == data.users["admin"].user_key
         with pytest.raises(ConnectorError) as err:
             await rt.create_account(
                 resource_pb2.CreateAccountRequest(
@@ -334,9 +365,9 @@ async def test_json_rpc_writes_refusing_tokens_say_to_use_basic_auth() -> None:
     async with running("7.19", data=data, config=config) as (_, connector):
         rt = ConnectorRuntime(connector, provisioning=True)
         with pytest.raises(ConnectorError) as member_err:
-            await rt.grant(_grant_req("group", "Dev Ops", "member", _res("user", user.username)))
+            await rt.grant(_grant_req("group", "Dev Ops", "member", _res("user", user.user_key)))
         with pytest.raises(ConnectorError) as space_err:
-            await rt.grant(_grant_req("space", "ENG", "view", _res("user", user.username)))
+            await rt.grant(_grant_req("space", "ENG", "read-space", _res("user", user.user_key)))
     assert member_err.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert "--username/--password" in member_err.value.message and "Dev Ops" in member_err.value.message
     assert space_err.value.code == grpc.StatusCode.FAILED_PRECONDITION
@@ -345,5 +376,5 @@ async def test_json_rpc_writes_refusing_tokens_say_to_use_basic_auth() -> None:
     basic = ("--username", "admin", "--password", "admin")
     async with running("7.19", data=data, config=config, args=basic, token=None) as (_, connector):
         rt = ConnectorRuntime(connector, provisioning=True)
-        await rt.grant(_grant_req("group", "Dev Ops", "member", _res("user", user.username)))
+        await rt.grant(_grant_req("group", "Dev Ops", "member", _res("user", user.user_key)))
     assert data.groups["Dev Ops"].has(user.username)

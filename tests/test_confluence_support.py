@@ -14,7 +14,7 @@ from connector.apps.confluence_datacenter.settings import ConfluenceSettings
 from connector.ops.settings import parse_settings
 from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
 from connector.sandbox.confluence import data as sandbox_data
-from connector.sandbox.confluence.data import SandboxData
+from connector.sandbox.confluence.data import SandboxData, User
 from connector.sandbox.confluence.server import (
     PageCaps,
     RunningConfluenceSandbox,
@@ -97,30 +97,66 @@ async def sync_all(connector: Connector) -> Synced:
     return out
 
 
-def expected_grant_ids(data: SandboxData) -> set[str]:
-    """Grant ids the Go connector's conventions give for the sandbox's state (spec Appendix B)."""
-    slugs = {
-        "VIEWSPACE": "view",
-        "COMMENT": "add-comment",
-        "CREATEATTACHMENT": "add-attachment",
-        "EDITBLOG": "edit-blog",
-        "EDITSPACE": "edit-space",
-        "EXPORTSPACE": "export-space",
-        "REMOVEATTACHMENT": "remove-attachment",
-        "REMOVEBLOG": "remove-blog",
-        "REMOVECOMMENT": "remove-comment",
-        "REMOVEMAIL": "remove-mail",
-        "REMOVEOWNCONTENT": "remove-own-content",
-        "REMOVEPAGE": "remove-page",
-        "SETPAGEPERMISSIONS": "set-page-permissions",
-        "SETSPACEPERMISSIONS": "set-space-permissions",
-    }
+# Spelled out here rather than taken from the connector: these are the external contract.
+LEGACY_SLUGS = {
+    "VIEWSPACE": "view",
+    "COMMENT": "add-comment",
+    "CREATEATTACHMENT": "add-attachment",
+    "EDITBLOG": "edit-blog",
+    "EDITSPACE": "edit-space",
+    "EXPORTSPACE": "export-space",
+    "REMOVEATTACHMENT": "remove-attachment",
+    "REMOVEBLOG": "remove-blog",
+    "REMOVECOMMENT": "remove-comment",
+    "REMOVEMAIL": "remove-mail",
+    "REMOVEOWNCONTENT": "remove-own-content",
+    "REMOVEPAGE": "remove-page",
+    "SETPAGEPERMISSIONS": "set-page-permissions",
+    "SETSPACEPERMISSIONS": "set-space-permissions",
+}
+# The newest Go connector's `<operationKey>-<targetType>` (issue 13's table).
+SLUGS = {
+    "VIEWSPACE": "read-space",
+    "REMOVEOWNCONTENT": "delete_own-space",
+    "EDITSPACE": "create-page",
+    "REMOVEPAGE": "delete-page",
+    "EDITBLOG": "create-blogpost",
+    "REMOVEBLOG": "delete-blogpost",
+    "COMMENT": "create-comment",
+    "REMOVECOMMENT": "delete-comment",
+    "CREATEATTACHMENT": "create-attachment",
+    "REMOVEATTACHMENT": "delete-attachment",
+    "SETPAGEPERMISSIONS": "restrict-space",
+    "REMOVEMAIL": "delete_mail-space",
+    "EXPORTSPACE": "export-space",
+    "SETSPACEPERMISSIONS": "administer-space",
+}
+
+
+def user_id(data: SandboxData, username: str, *, legacy: bool = False) -> str:
+    return username if legacy else data.users[username].user_key
+
+
+def user_ids(data: SandboxData, *, legacy: bool = False) -> list[str]:
+    """Every user's id, in listing order."""
+    return [user_id(data, u, legacy=legacy) for u in data.users]
+
+
+def users_by_id(data: SandboxData, *, legacy: bool = False) -> dict[str, User]:
+    return {user_id(data, u, legacy=legacy): user for u, user in data.users.items()}
+
+
+def expected_grant_ids(data: SandboxData, *, legacy: bool = False) -> set[str]:
+    """Grant ids the Go connector's conventions give for the sandbox's state: the newest Go connector's
+    (users by user key) or, `legacy`, the January 2025 one's (users by username, spec Appendix B)."""
+    slugs = LEGACY_SLUGS if legacy else SLUGS
     out = set()
     for group in data.groups.values():
         for member in group.members:
-            out.add(f"group:{group.name}:member:user:{member}")
+            out.add(f"group:{group.name}:member:user:{user_id(data, member, legacy=legacy)}")
     for key, (perm, kind, name) in data.iter_permissions():
-        if kind == "anonymous":
+        if kind == "anonymous" or name is None:
             continue
-        out.add(f"space:{key}:{slugs[perm]}:{kind}:{name}")
+        principal = user_id(data, name, legacy=legacy) if kind == "user" else name
+        out.add(f"space:{key}:{slugs[perm]}:{kind}:{principal}")
     return out

@@ -10,22 +10,40 @@ from connector.sandbox.confluence import data as sandbox_data
 from connector.sandbox.confluence.data import ADMIN_GROUP, ODD_GROUP_NAMES
 from connector.sandbox.confluence.server import SandboxConfig
 from connector.sdk import model
-from tests.test_confluence_support import TINY_CAPS, VERSIONS, expected_grant_ids, running, sync_all
+from tests.test_confluence_support import (
+    LEGACY_SLUGS,
+    SLUGS,
+    TINY_CAPS,
+    VERSIONS,
+    expected_grant_ids,
+    running,
+    sync_all,
+    user_id,
+    user_ids,
+    users_by_id,
+)
 
 Status = annotation_trait_pb2.UserTrait.Status
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["default-ids", "legacy-ids"])
 @pytest.mark.parametrize("version", VERSIONS)
-async def test_every_version_syncs_the_same_ids_with_capped_pages(version: str) -> None:
+async def test_every_version_syncs_the_same_ids_with_capped_pages(version: str, legacy: bool) -> None:
     data = sandbox_data.small()
     config = SandboxConfig(version=version, caps=TINY_CAPS)
-    async with running(version, data=data, config=config) as (_, connector):
+    args = ["--legacy-ids"] if legacy else []
+    async with running(version, data=data, config=config, args=args) as (_, connector):
         synced = await sync_all(connector)
 
-    assert synced.ids("user") == list(data.users)  # every user, in server order, no duplicates
+    # every user, in server order, no duplicates
+    assert synced.ids("user") == user_ids(data, legacy=legacy)
     assert synced.ids("group") == list(data.groups)
     assert synced.ids("space") == list(data.spaces)
-    assert synced.grant_ids() == expected_grant_ids(data)
+    assert synced.grant_ids() == expected_grant_ids(data, legacy=legacy)
+    slugs = LEGACY_SLUGS if legacy else SLUGS
+    assert {e.id for e in synced.entitlements if e.resource.id.resource_type == "space"} == {
+        f"space:{key}:{slug}" for key in data.spaces for slug in slugs.values()
+    }
     assert len(synced.grants) == len(synced.grant_ids())  # no duplicate grants
     # Entitlements: one per group, fourteen per space (the Go connector's example: 3x1 + 2x14).
     assert len(synced.entitlements) == len(data.groups) + 14 * len(data.spaces)
@@ -49,12 +67,17 @@ async def test_user_resources_carry_status_login_profile_and_emails_on_9x() -> N
     unlicensed = [u for u in data.users.values() if u.active and not u.licensed]
     assert disabled and unlicensed
     for user in data.users.values():
-        res = users[user.username]
+        res = users[user.user_key]
         trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
         assert trait is not None
         assert res.display_name == user.display_name
         assert trait.login == user.username
         assert trait.status.status == (Status.STATUS_ENABLED if user.active else Status.STATUS_DISABLED)
+        # The state on the resource too (Resource.status), with the raw value Confluence gave.
+        assert res.status.status == (
+            res.status.RESOURCE_STATUS_ENABLED if user.active else res.status.RESOURCE_STATUS_DISABLED
+        )
+        assert res.status.details == ("current" if user.active else "deactivated")
         profile = trait.profile.fields
         assert profile["user_key"].string_value == user.user_key
         assert profile["id"].string_value == user.user_key
@@ -71,12 +94,19 @@ async def test_status_is_real_before_9x_too(version: str) -> None:
     data = sandbox_data.small()
     async with running(version, data=data) as (_, connector):
         synced = await sync_all(connector)
+    by_id = users_by_id(data)
     for res in synced.resources["user"]:
         trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
         assert trait is not None
-        active = data.users[res.id.resource].active
+        active = by_id[res.id.resource].active
         assert trait.status.status == (Status.STATUS_ENABLED if active else Status.STATUS_DISABLED)
-        assert trait.profile.fields["user_key"].string_value == data.users[res.id.resource].user_key
+        assert res.status.status == (
+            res.status.RESOURCE_STATUS_ENABLED if active else res.status.RESOURCE_STATUS_DISABLED
+        )
+        # 7.19 knows the state from JSON-RPC only; 8.5 says it in the REST listing.
+        raw = ("active", "inactive") if version == "7.19" else ("current", "deactivated")
+        assert res.status.details == raw[0 if active else 1]
+        assert trait.profile.fields["user_name"].string_value == by_id[res.id.resource].username
 
 
 async def test_users_in_no_group_are_found_on_7_19() -> None:
@@ -85,11 +115,26 @@ async def test_users_in_no_group_are_found_on_7_19() -> None:
     assert loners, "the data set should have users in no group"
     async with running("7.19", data=data) as (_, connector):
         synced = await sync_all(connector)
-    assert set(loners) <= set(synced.ids("user"))
+    assert {user_id(data, u) for u in loners} <= set(synced.ids("user"))
 
 
-async def test_group_and_space_entitlements_match_the_go_connector() -> None:
+async def test_group_and_space_entitlements_match_the_newest_go_connector() -> None:
     async with running("9.2") as (_, connector):
+        synced = await sync_all(connector)
+    ents = {e.id: e for e in synced.entitlements}
+    eng = [e for e in synced.entitlements if e.resource.id.resource == "ENG"]
+    assert sorted(e.slug for e in eng) == sorted(SLUGS.values())
+    assert ents["space:ENG:read-space"].display_name == "Can read space on 'Engineering'"
+    assert ents["space:ENG:delete_own-space"].display_name == "Can delete_own space on 'Engineering'"
+    assert ents["space:ENG:create-page"].description == (
+        "Has permission to create the Engineering space in Confluence Data Center"
+    )
+    assert [t.id for t in ents["space:ENG:create-page"].grantable_to] == ["user", "group"]
+    assert ents["space:ENG:read-space"].purpose == entitlement_pb2.Entitlement.PURPOSE_VALUE_PERMISSION
+
+
+async def test_group_and_space_entitlements_match_the_2025_go_connector_with_legacy_ids() -> None:
+    async with running("9.2", args=["--legacy-ids"]) as (_, connector):
         synced = await sync_all(connector)
     ents = {e.id: e for e in synced.entitlements}
     member = ents["group:confluence-users:member"]
@@ -132,7 +177,7 @@ async def test_group_held_space_permissions_expand_through_membership() -> None:
     async with running("9.2") as (_, connector):
         synced = await sync_all(connector)
     grants = {g.id: g for g in synced.grants}
-    to_group = grants[f"space:ENG:view:group:{ADMIN_GROUP}"]
+    to_group = grants[f"space:ENG:read-space:group:{ADMIN_GROUP}"]
     expandable = model.find_annotation(to_group.annotations, annotation_grant_pb2.GrantExpandable)
     assert expandable is not None
     assert list(expandable.entitlement_ids) == [f"group:{ADMIN_GROUP}:member"]
@@ -152,7 +197,7 @@ async def test_odd_group_names_are_url_encoded(version: str) -> None:
         synced = await sync_all(connector)
         routes = sandbox.stats.by_route
     for name in ODD_GROUP_NAMES:
-        expected = {f"group:{name}:member:user:{m}" for m in data.groups[name].members}
+        expected = {f"group:{name}:member:user:{user_id(data, m)}" for m in data.groups[name].members}
         assert expected, name
         assert expected <= synced.grant_ids()
     # A raw slash would have hit an unknown route (404): none did.
@@ -176,7 +221,7 @@ async def test_remote_api_off_before_9_1_is_one_counter_not_a_crash() -> None:
     async with running("8.5", data=data, config=config) as (_, connector):
         synced = await sync_all(connector)
     # Users and memberships still sync; space permission grants cannot be read.
-    assert synced.ids("user") == list(data.users)
+    assert synced.ids("user") == user_ids(data)
     assert not [g for g in synced.grants if g.id.startswith("space:")]
     assert connector.sync_counters()["capability_missing.space_permissions"] == len(data.spaces)
 
@@ -185,10 +230,11 @@ async def test_targeted_get_of_each_resource_type() -> None:
     data = sandbox_data.small()
     async with running("9.2", data=data) as (_, connector):
         users, groups, spaces = connector.syncers()
-        user = await users.get(model.resource_id("user", "zoë.müller"), None)  # type: ignore[attr-defined]
+        zoe = data.users["zoë.müller"].user_key
+        user = await users.get(model.resource_id("user", zoe), None)  # type: ignore[attr-defined]
         group = await groups.get(model.resource_id("group", "qa/automation"), None)  # type: ignore[attr-defined]
         space = await spaces.get(model.resource_id("space", "ENG"), None)  # type: ignore[attr-defined]
-    assert user.id.resource == "zoë.müller"
+    assert user.id.resource == zoe
     assert user.display_name == data.users["zoë.müller"].display_name
     assert group.id.resource == "qa/automation"
     assert space.id.resource == "ENG"
@@ -203,7 +249,7 @@ async def test_large_listing_uses_parallel_pages_without_skipping() -> None:
     async with running("8.5", data=data, config=config) as (sandbox, connector):
         synced = await sync_all(connector)
         peak = sandbox.stats.max_in_flight
-    assert synced.ids("user") == list(data.users)
+    assert synced.ids("user") == user_ids(data)
     assert synced.grant_ids() == expected_grant_ids(data)
     assert peak > 1  # pages were fetched concurrently
 
@@ -228,9 +274,9 @@ async def test_7_19_without_remote_api_lists_users_from_memberships_and_says_so(
     async with running("7.19", data=data, config=config) as (_, connector):
         synced = await sync_all(connector)
         counters = connector.sync_counters()
-    members = {m for g in data.groups.values() for m in g.members}
+    members = {user_id(data, m) for g in data.groups.values() for m in g.members}
     assert set(synced.ids("user")) == members  # users in no group cannot be seen without JSON-RPC
-    assert members != set(data.users)
+    assert members != set(user_ids(data))
     assert counters["capability_missing.user_listing"] == 1
     for res in synced.resources["user"]:
         trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
@@ -246,7 +292,7 @@ async def test_pages_cut_short_by_the_server_never_end_a_listing(version: str) -
     async with running(version, data=data, config=config) as (sandbox, connector):
         synced = await sync_all(connector)
         routes = dict(sandbox.stats.by_route)
-    assert synced.ids("user") == list(data.users)
+    assert synced.ids("user") == user_ids(data)
     assert synced.ids("group") == list(data.groups)
     assert synced.ids("space") == list(data.spaces)
     assert synced.grant_ids() == expected_grant_ids(data)
@@ -262,7 +308,7 @@ async def test_targeted_get_reports_the_real_status_before_8_4() -> None:
     async with running("7.19", data=data) as (sandbox, connector):
         users = connector.syncers()[0]
         got = {
-            u.username: await users.get(model.resource_id("user", u.username), None)  # type: ignore[attr-defined]
+            u.username: await users.get(model.resource_id("user", u.user_key), None)  # type: ignore[attr-defined]
             for u in (disabled, enabled)
         }
         rpc_calls = sandbox.stats.by_route["POST /rpc/json-rpc/confluenceservice-v2/*"]
@@ -282,11 +328,12 @@ async def test_9x_without_the_active_users_listing_syncs_users_without_emails() 
         connector.on_capability_missing(missing.append)
         synced = await sync_all(connector)
         counters = connector.sync_counters()
-    assert synced.ids("user") == list(data.users)
+    assert synced.ids("user") == user_ids(data)
+    by_id = users_by_id(data)
     for res in synced.resources["user"]:
         trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
         assert trait is not None and not trait.emails
-        active = data.users[res.id.resource].active
+        active = by_id[res.id.resource].active
         assert trait.status.status == (Status.STATUS_ENABLED if active else Status.STATUS_DISABLED)
     assert counters["capability_missing.user_emails"] >= 1
     assert "user_emails" in missing  # the metrics hook hears about it
@@ -332,7 +379,8 @@ async def test_status_values_the_connector_cannot_read_are_asked_of_json_rpc() -
     for res in synced.resources["user"]:
         trait = model.find_annotation(res.annotations, annotation_trait_pb2.UserTrait)
         assert trait is not None
-        active = data.users[res.id.resource].active
+        active = users_by_id(data)[res.id.resource].active
         assert trait.status.status == (Status.STATUS_ENABLED if active else Status.STATUS_DISABLED)
+        assert res.status.details == ("active" if active else "inactive")  # what JSON-RPC said
     assert counters["user_status_from_json_rpc"] == 1  # one call for every user, not one per user
     assert rpc_calls <= 2 + len(data.spaces)  # version probe + getActiveUsers + permission sets

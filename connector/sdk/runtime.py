@@ -44,6 +44,7 @@ SDK_COMPAT_VERSION = "v0.25.0"
 
 Cap = connector_pb2.Capability
 CredOpt = connector_pb2.CapabilityDetailCredentialOption
+_LISTED = resource_pb2.Resource.CREATION_SOURCE_CONNECTOR_LIST_RESOURCES
 
 
 class CredentialResolver(Protocol):
@@ -237,6 +238,9 @@ class ConnectorRuntime:
             self._check_token(
                 request.page_token, page.next_token, f"list {request.resource_type_id} resources"
             )
+        # What the Go SDK's syncer stamps on every listed resource (it stores the field; C1 reads it).
+        for resource in page.items:
+            resource.creation_source = _LISTED
         return resource_pb2.ResourcesServiceListResourcesResponse(
             list=page.items,
             next_page_token=page.next_token,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import grpc
 
 from connector.apps.confluence_datacenter.client import ConfluenceClient
-from connector.apps.confluence_datacenter.common import SyncState
+from connector.apps.confluence_datacenter.common import SyncState, required
 from connector.apps.confluence_datacenter.users import user_resource
 from connector.ops.logging import get_logger
 from connector.pb.c1.connector.v2 import connector_pb2, resource_pb2
@@ -120,14 +120,14 @@ class ConfluenceAccountManager(AccountManager):
             log.info("confluence_force_password_change_unsupported", username=username)
 
         try:
-            await self.client.create_user(username, display_name, email, password)
+            response = await self.client.create_user(username, display_name, email, password)
         except UpstreamError as err:
             if err.status == 409:
                 existing = await self.client.user_by_username(username, expand_status=True)
                 if existing is not None:
                     return CreateAccountResult(
                         kind="already_exists",
-                        resource=user_resource(existing),
+                        resource=user_resource(existing, self.state.ids, route="/rest/api/user"),
                         message=f"Confluence user {username!r} already exists",
                     )
             if err.status == 400:
@@ -140,12 +140,20 @@ class ConfluenceAccountManager(AccountManager):
                     f"Confluence has no user licenses left to create {username!r}: {err.detail}",
                 ) from err
             raise
+        created = self.client.http.decode_json(response, "POST", "/rest/api/admin/user")
         person = await self.client.user_by_username(username, expand_status=True)
         if person is None:
-            person = {"username": username, "displayName": display_name, "type": "known", "status": "current"}
-        if isinstance(person.get("userKey"), str):
-            self.state.key_to_username[str(person["userKey"])] = username
-        resource = user_resource(person, email=email)
+            # Not readable yet: the creation answer's user key is enough for the id in either scheme.
+            key = created.get("userKey") if isinstance(created, dict) else None
+            person = {
+                "username": username,
+                "userKey": key,
+                "displayName": display_name,
+                "type": "known",
+                "status": "current",
+            }
+        self.state.remember(username, required(person, "userKey", "user", "/rest/api/admin/user"))
+        resource = user_resource(person, self.state.ids, email=email, route="/rest/api/user")
         secrets: list[PlaintextSecret] = []
         if credentials.kind == "random_password" and password is not None:
             secrets.append(

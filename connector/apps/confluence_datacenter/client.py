@@ -656,20 +656,16 @@ class ConfluenceClient:
         return await self.get_json("/rest/api/user/current")
 
     async def user_by_username(self, username: str, *, expand_status: bool = False) -> Json | None:
-        params: dict[str, Any] = {"username": username}
+        return await self._user({"username": username}, expand_status)
+
+    async def user_by_key(self, key: str, *, expand_status: bool = False) -> Json | None:
+        return await self._user({"key": key}, expand_status)
+
+    async def _user(self, params: dict[str, Any], expand_status: bool) -> Json | None:
         if expand_status:
             params["expand"] = "status"
         try:
             body = await self.get_json("/rest/api/user", params=params)
-        except UpstreamError as err:
-            if err.status == 404:
-                return None
-            raise
-        return body if isinstance(body, dict) else None
-
-    async def user_by_key(self, key: str) -> Json | None:
-        try:
-            body = await self.get_json("/rest/api/user", params={"key": key})
         except UpstreamError as err:
             if err.status == 404:
                 return None

@@ -20,6 +20,7 @@ from connector.apps.confluence_datacenter.client import (
 )
 from connector.apps.confluence_datacenter.common import USER, SyncState
 from connector.apps.confluence_datacenter.groups import GroupMembers, GroupSyncer
+from connector.apps.confluence_datacenter.ids import IdScheme
 from connector.apps.confluence_datacenter.prefetch import Prefetcher
 from connector.apps.confluence_datacenter.settings import ConfluenceSettings
 from connector.apps.confluence_datacenter.spaces import SpaceSyncer
@@ -100,7 +101,7 @@ class ConfluenceConnector(Connector):
             page_limit=page_limit,
             transport=transport,
         )
-        self.state = SyncState()
+        self.state = SyncState(IdScheme(legacy=settings.legacy_ids))
         self.members = GroupMembers(self.client)
         # Grants read ahead while resources are listed (see prefetch.py); pointless, and wasted requests,
         # when the operator skips entitlements or grants.
@@ -229,7 +230,13 @@ class ConfluenceConnector(Connector):
                 version=caps.version_text,
                 detail="space permissions need the JSON-RPC remote API before 9.1; they will not be synced",
             )
-        log.info("confluence_validated", user=username, version=caps.version_text, version_source=caps.source)
+        log.info(
+            "confluence_validated",
+            user=username,
+            version=caps.version_text,
+            version_source=caps.source,
+            ids=self.state.ids.name,
+        )
         return []
 
     def _validation_error(self, err: UpstreamError) -> ConnectorError:

@@ -8,7 +8,7 @@ from typing import Any
 import grpc
 
 from connector.apps.confluence_datacenter.client import ConfluenceClient, Json, RpcError, RpcUnavailable
-from connector.apps.confluence_datacenter.common import GROUP, MEMBER, USER, SyncState
+from connector.apps.confluence_datacenter.common import GROUP, MEMBER, USER, SyncState, required
 from connector.apps.confluence_datacenter.prefetch import Prefetcher
 from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk import model
@@ -23,9 +23,12 @@ from connector.sdk.interface import (
     RevokeResult,
 )
 
+_GROUPS = "/rest/api/group"
+_MEMBERS = "/rest/api/group/{group}/member"
 
-def group_resource(group: Json) -> resource_pb2.Resource:
-    name = str(group["name"])
+
+def group_resource(group: Json, route: str = _GROUPS) -> resource_pb2.Resource:
+    name = required(group, "name", "group", route)
     return model.group_resource(
         name,
         GROUP,
@@ -59,8 +62,8 @@ class GroupMembers:
         return await asyncio.shield(self._task)
 
     async def _fetch(self) -> dict[str, list[Json]]:
-        groups = await self.client.list_all("/rest/api/group")
-        names = [str(g["name"]) for g in groups if isinstance(g.get("name"), str)]
+        groups = await self.client.list_all(_GROUPS)
+        names = [required(g, "name", "group", _GROUPS) for g in groups]
 
         async def members(name: str) -> list[Json]:
             return await self.client.list_all("/rest/api/group/{group}/member", path_params={"group": name})
@@ -94,8 +97,10 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
     ) -> Page[resource_pb2.Resource]:
         if parent is not None:
             return Page()
-        items, token = await self.client.list_window("/rest/api/group", token=page_token)
-        groups = [g for g in items if isinstance(g.get("name"), str)]
+        items, token = await self.client.list_window(_GROUPS, token=page_token)
+        groups = items
+        for g in groups:
+            required(g, "name", "group", _GROUPS)
         # Before 8.4 the members come from GroupMembers (fetched for the user listing anyway).
         if self.prefetch is not None and (await self.client.capabilities()).list_users_rest:
             self.prefetch.offer("group", [str(g["name"]) for g in groups])
@@ -107,7 +112,7 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         group = await self.client.group(resource_id.resource)
         if group is None:
             raise not_found(f"Confluence group {resource_id.resource!r} does not exist")
-        return group_resource(group)
+        return group_resource(group, "/rest/api/group/{group}")
 
     async def entitlements(
         self, resource: resource_pb2.Resource, page_token: str
@@ -149,21 +154,34 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                     return Page()
                 raise
         grants = EncodedGrants()
+        field = self.state.ids.user_field
         GrantEncoder(resource, MEMBER).add_all(
-            grants, USER.id, [p["username"] for p in people if isinstance(p.get("username"), str)]
+            grants, USER.id, [required(p, field, "group member", _MEMBERS) for p in people]
         )
         return Page(grants, token)
 
     # --- provisioning ---------------------------------------------------------------------------
 
-    def _target(self, principal: resource_pb2.Resource, group: resource_pb2.Resource) -> tuple[str, str]:
+    async def _target(
+        self, principal: resource_pb2.Resource, group: resource_pb2.Resource
+    ) -> tuple[str, str]:
+        """(username, group name): membership endpoints (REST and JSON-RPC) take today's username, which a
+        user id in the default scheme (the user key) is resolved to at the time of the write."""
         if principal.id.resource_type != USER.id:
             raise invalid_argument(
                 f"only users can be members of a Confluence group (got a {principal.id.resource_type!r})"
             )
         if group.id.resource_type != GROUP.id:
             raise invalid_argument(f"not a group entitlement: {group.id.resource_type}:{group.id.resource}")
-        return principal.id.resource, group.id.resource
+        user_id = principal.id.resource
+        if self.state.ids.legacy:
+            return user_id, group.id.resource
+        person = await self.client.user_by_key(user_id)
+        username = person.get("username") if person is not None else None
+        if not isinstance(username, str) or not username:
+            raise not_found(f"Confluence user with key {user_id!r} does not exist")
+        self.state.remember(username, user_id)
+        return username, group.id.resource
 
     async def _is_member(self, username: str, group: str) -> bool:
         try:
@@ -176,7 +194,7 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
     async def grant(
         self, principal: resource_pb2.Resource, entitlement: entitlement_pb2.Entitlement
     ) -> GrantResult:
-        username, group = self._target(principal, entitlement.resource)
+        username, group = await self._target(principal, entitlement.resource)
         grant = model.new_grant(entitlement.resource, MEMBER, principal.id)
         if await self._is_member(username, group):
             return GrantResult(grants=[grant], already_exists=True)
@@ -187,7 +205,7 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         return GrantResult(grants=[grant])
 
     async def revoke(self, grant: grant_pb2.Grant) -> RevokeResult:
-        username, group = self._target(grant.principal, grant.entitlement.resource)
+        username, group = await self._target(grant.principal, grant.entitlement.resource)
         if not await self._is_member(username, group):
             return RevokeResult(already_revoked=True)
         await self._write(self.client.remove_member, username, group)

@@ -1,8 +1,8 @@
 """Settings of baton-confluence-datacenter.
 
 Flag and env names are the Go connector's (`--hostname`, `--access-token`, `--username`, `--password`,
-BATON_*), so existing deployments keep their configuration; the TLS, concurrency and rate-limit options are
-additions.
+BATON_*), so existing deployments keep their configuration; the TLS, concurrency and rate-limit options and
+`--legacy-ids` are additions.
 """
 
 from __future__ import annotations
@@ -56,6 +56,12 @@ class ConfluenceSettings(BatonSettings):
     )
     request_concurrency: int = Field(
         8, ge=1, le=64, description="Maximum number of concurrent requests to Confluence"
+    )
+    legacy_ids: bool = Field(
+        False,
+        description="Write the ids of the January 2025 Go connector (users by username, space permissions "
+        "view, add-comment, ...) instead of the newest Go connector's (users by user key, read-space, "
+        "create-page, ...): for customers coming from the older connector",
     )
     rate_limit: float | None = Field(
         None,

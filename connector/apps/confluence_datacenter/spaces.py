@@ -1,9 +1,11 @@
 """Spaces: id = space key, the 14 permission entitlements, permission grants and their provisioning.
 
 Permissions come from REST on 9.1+ (`/rest/api/space/{key}/permissions`, users by userKey) and from the
-JSON-RPC `getSpacePermissionSets` before that (users by username). A permission held by a group is a grant
-to the group that carries GrantExpandable on `group:<name>:member`, so the sync engine derives every
-member's access. Anonymous permissions and alias keys (EXPORTPAGE) are not grants; they are counted.
+JSON-RPC `getSpacePermissionSets` before that (users by username); either is mapped onto the connector's
+id scheme (ids.py), so a user's grants keep their ids whichever API they came from. A permission held by a
+group is a grant to the group that carries GrantExpandable on `group:<name>:member`, so the sync engine
+derives every member's access. Anonymous permissions and alias keys (EXPORTPAGE) are not grants; they are
+counted.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from connector.apps.confluence_datacenter.common import (
     ALIAS_KEYS,
     BY_KEY,
     BY_REST,
-    BY_SLUG,
     GROUP,
     SPACE,
     SPACE_PERMISSIONS,
@@ -31,7 +32,9 @@ from connector.apps.confluence_datacenter.common import (
     SpacePermission,
     SyncState,
     group_member_entitlement_id,
+    required,
 )
+from connector.apps.confluence_datacenter.ids import IdScheme
 from connector.apps.confluence_datacenter.prefetch import Prefetcher
 from connector.pb.c1.connector.v2 import entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk import model
@@ -46,7 +49,8 @@ from connector.sdk.interface import (
     RevokeResult,
 )
 
-# A subject of a space permission: ("user", username) | ("group", name) | ("anonymous", None).
+# A subject of a space permission: ("user", user id in the connector's scheme) | ("group", name) |
+# ("anonymous", None).
 Subject = tuple[str, str | None]
 Permissions = list[tuple[SpacePermission, Subject]]
 
@@ -55,19 +59,26 @@ def _obj(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def space_resource(space: Json) -> resource_pb2.Resource:
-    key = str(space["key"])
+def space_resource(space: Json, route: str = "/rest/api/space") -> resource_pb2.Resource:
+    key = required(space, "key", "space", route)
     name = str(space.get("name") or key)
     details = [str(space.get("type") or ""), str(space.get("status") or "")]
     return model.new_resource(name, SPACE, key, description=" ".join(d for d in details if d))
 
 
-def _permission_of(entitlement: entitlement_pb2.Entitlement) -> SpacePermission:
+def _permission_of(entitlement: entitlement_pb2.Entitlement, ids: IdScheme) -> SpacePermission:
     slug = entitlement.slug or entitlement.id.rsplit(":", 1)[-1]
-    perm = BY_SLUG.get(slug)
+    perm = ids.permission(slug)
     if perm is None:
+        other = IdScheme(legacy=not ids.legacy)
+        hint = ""
+        if other.permission(slug) is not None:
+            hint = (
+                f" ({slug!r} is a {other.name}-scheme slug: this connector runs with "
+                f"{'--legacy-ids' if ids.legacy else 'the default ids (no --legacy-ids)'})"
+            )
         raise invalid_argument(
-            f"unknown Confluence space permission {slug!r} (known: {', '.join(sorted(BY_SLUG))})"
+            f"unknown Confluence space permission {slug!r} (known: {', '.join(ids.slugs())}){hint}"
         )
     return perm
 
@@ -90,7 +101,9 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         if parent is not None:
             return Page()
         items, token = await self.client.list_window("/rest/api/space", token=page_token)
-        spaces = [s for s in items if isinstance(s.get("key"), str)]
+        spaces = items
+        for s in spaces:
+            required(s, "key", "space", "/rest/api/space")
         # Only the REST permissions (9.1+) are read ahead; JSON-RPC reads stay one at a time.
         if self.prefetch is not None and (await self.client.capabilities()).space_permissions_rest:
             self.prefetch.offer("space", [str(s["key"]) for s in spaces])
@@ -102,35 +115,48 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         space = await self.client.space(resource_id.resource)
         if space is None:
             raise not_found(f"Confluence space {resource_id.resource!r} does not exist")
-        return space_resource(space)
+        return space_resource(space, "/rest/api/space/{space}")
 
     async def entitlements(
         self, resource: resource_pb2.Resource, page_token: str
     ) -> Page[entitlement_pb2.Entitlement]:
         name = resource.display_name or resource.id.resource
-        return Page(
-            [
+        ids = self.state.ids
+        out = []
+        for p in SPACE_PERMISSIONS:
+            display_name, description = ids.names(p, name)
+            out.append(
                 model.permission_entitlement(
                     resource,
-                    p.slug,
+                    ids.slug(p),
                     grantable_to=[USER, GROUP],
-                    display_name=f"Can {p.phrase} {name}",
-                    description=f"Has permission to {p.phrase} the {name} space in Confluence Data Center",
+                    display_name=display_name,
+                    description=description,
                 )
-                for p in SPACE_PERMISSIONS
-            ]
-        )
+            )
+        return Page(out)
 
     # --- reading permissions ----------------------------------------------------------------------
 
-    async def _username_for_key(self, key: str) -> str | None:
-        name = self.state.key_to_username.get(key)
+    async def _username_for_key(self, key: str, *, fresh: bool = False) -> str | None:
+        """The username of a user key: from the listing, or asked (`fresh`: always asked, for a write that
+        must use today's username of a user renamed since the listing)."""
+        name = None if fresh else self.state.key_to_username.get(key)
         if name is None:
             person = await self.client.user_by_key(key)
             if person is not None and isinstance(person.get("username"), str):
                 name = str(person["username"])
-                self.state.key_to_username[key] = name
+                self.state.remember(name, key)
         return name
+
+    async def _key_for_username(self, username: str) -> str | None:
+        key = self.state.username_to_key.get(username)
+        if key is None:
+            person = await self.client.user_by_username(username)
+            if person is not None and isinstance(person.get("userKey"), str):
+                key = str(person["userKey"])
+                self.state.remember(username, key)
+        return key
 
     async def _read(self, caps: Capabilities, key: str, *, read_ahead: bool = False) -> Permissions | None:
         """The space's permissions as (permission, subject), counting what is not a grant; None when the
@@ -150,7 +176,10 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                 kind = str(subject.get("type", ""))
                 if kind == "user":
                     user_key = str(subject.get("userKey") or "")
-                    name = await self._username_for_key(user_key) if user_key else None
+                    if not self.state.ids.legacy:
+                        name: str | None = user_key or None
+                    else:
+                        name = await self._username_for_key(user_key) if user_key else None
                     if name is None:
                         self.state.count("space_permissions_unknown_user_skipped")
                         continue
@@ -195,7 +224,12 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                     self.state.count(f"space_permissions_{name}_skipped")
                     continue
                 if entry.get("userName"):
-                    out.append((perm, ("user", str(entry["userName"]))))
+                    user = str(entry["userName"])
+                    user_id = user if self.state.ids.legacy else await self._key_for_username(user)
+                    if user_id is None:
+                        self.state.count("space_permissions_unknown_user_skipped")
+                        continue
+                    out.append((perm, ("user", user_id)))
                 elif entry.get("groupName"):
                     out.append((perm, ("group", str(entry["groupName"]))))
                 else:
@@ -224,15 +258,16 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         grants = EncodedGrants()
         seen: set[tuple[str, Subject]] = set()
         encoders: dict[str, GrantEncoder] = {}
+        slug_of = self.state.ids.slug
         for perm, subject in permissions:
-            if (perm.slug, subject) in seen:
+            if (perm.key, subject) in seen:
                 continue
-            seen.add((perm.slug, subject))
+            seen.add((perm.key, subject))
             kind, name = subject
             assert name is not None
-            enc = encoders.get(perm.slug)
+            enc = encoders.get(perm.key)
             if enc is None:
-                enc = encoders[perm.slug] = GrantEncoder(resource, perm.slug)
+                enc = encoders[perm.key] = GrantEncoder(resource, slug_of(perm))
             if kind == "user":
                 enc.add(grants, USER.id, name)
             else:
@@ -270,29 +305,45 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
             raise not_found(f"Confluence user {username!r} does not exist")
         return str(person["userKey"])
 
+    async def _target(self, rest: bool, kind: str, name: str) -> str:
+        """What the write endpoint names the subject by: REST (9.1+) takes the user key, JSON-RPC the
+        username; a user id is whichever of the two the id scheme uses."""
+        if kind != USER.id:
+            return name
+        if rest:
+            return name if not self.state.ids.legacy else await self._user_key(name)
+        if self.state.ids.legacy:
+            return name
+        username = await self._username_for_key(name, fresh=True)
+        if username is None:
+            raise not_found(f"Confluence user with key {name!r} does not exist")
+        return username
+
     async def _change(self, verb: str, key: str, perm: SpacePermission, subject: Subject) -> None:
         caps = await self.client.capabilities()
         kind, name = subject
         assert name is not None
+        slug = self.state.ids.slug(perm)
         try:
+            target = await self._target(caps.space_permissions_rest, kind, name)
             if caps.space_permissions_rest:
-                target = await self._user_key(name) if kind == "user" else name
                 if verb == "grant":
                     await self.client.grant_space_rest(key, kind, target, perm.rest)
                 else:
                     await self.client.revoke_space_rest(key, kind, target, perm.rest)
             elif verb == "grant":
-                await self.client.add_space_permission_rpc(key, name, perm.key)
+                await self.client.add_space_permission_rpc(key, target, perm.key)
             else:
-                await self.client.remove_space_permission_rpc(key, name, perm.key)
+                await self.client.remove_space_permission_rpc(key, target, perm.key)
         except UpstreamError as err:
             if err.status == 400:
                 hint = ""
-                if verb == "grant" and perm.slug != "view":
-                    hint = f" (Confluence requires 'view' first: grant space:{key}:view before {perm.slug})"
+                if verb == "grant" and perm.key != "VIEWSPACE":
+                    view = self.state.ids.slug(BY_KEY["VIEWSPACE"])
+                    hint = f" (Confluence requires {view!r} first: grant space:{key}:{view} before {slug})"
                 raise ConnectorError(
                     grpc.StatusCode.FAILED_PRECONDITION,
-                    f"Confluence refused to {verb} {perm.slug} on space {key} for {kind} {name}: "
+                    f"Confluence refused to {verb} {slug} on space {key} for {kind} {name}: "
                     f"{err.detail}{hint}",
                 ) from err
             if err.status == 404:
@@ -305,20 +356,22 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                 grpc.StatusCode.PERMISSION_DENIED
                 if "NotPermitted" in err.message
                 else grpc.StatusCode.FAILED_PRECONDITION,
-                f"{verb} {perm.slug} on space {key} for {kind} {name}: {err}",
+                f"{verb} {slug} on space {key} for {kind} {name}: {err}",
             ) from err
 
     async def grant(
         self, principal: resource_pb2.Resource, entitlement: entitlement_pb2.Entitlement
     ) -> GrantResult:
-        perm = _permission_of(entitlement)
+        perm = _permission_of(entitlement, self.state.ids)
         subject = self._subject(principal)
         key = entitlement.resource.id.resource
         caps = await self.client.capabilities()
         annotations = []
         if subject[0] == GROUP.id:
             annotations.append(model.expandable([group_member_entitlement_id(str(subject[1]))]))
-        grant = model.new_grant(entitlement.resource, perm.slug, principal.id, annotations=annotations)
+        grant = model.new_grant(
+            entitlement.resource, self.state.ids.slug(perm), principal.id, annotations=annotations
+        )
         if await self._holds(caps, key, perm, subject):
             return GrantResult(grants=[grant], already_exists=True)
         await self._change("grant", key, perm, subject)
@@ -327,7 +380,7 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         return GrantResult(grants=[grant])
 
     async def revoke(self, grant: grant_pb2.Grant) -> RevokeResult:
-        perm = _permission_of(grant.entitlement)
+        perm = _permission_of(grant.entitlement, self.state.ids)
         subject = self._subject(grant.principal)
         key = grant.entitlement.resource.id.resource
         caps = await self.client.capabilities()

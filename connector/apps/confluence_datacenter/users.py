@@ -1,4 +1,5 @@
-"""Users: id = username, status from the real account state, emails where the server exposes them.
+"""Users: id = userKey (or username with --legacy-ids, ids.py), status from the real account state on the
+trait and on `Resource.status`, emails where the server exposes them.
 
 Per version:
 - 8.4+: `/rest/api/user/list?expand=status` lists every registered user with `status`
@@ -29,8 +30,9 @@ from connector.apps.confluence_datacenter.client import (
     RpcError,
     RpcUnavailable,
 )
-from connector.apps.confluence_datacenter.common import USER, SyncState
+from connector.apps.confluence_datacenter.common import USER, SyncState, required
 from connector.apps.confluence_datacenter.groups import GroupMembers
+from connector.apps.confluence_datacenter.ids import IdScheme
 from connector.ops.logging import get_logger
 from connector.pb.c1.connector.v2 import annotation_trait_pb2, entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk import model
@@ -40,16 +42,28 @@ from connector.sdk.interface import Page, ResourceGetter, ResourceSyncer
 log = get_logger(__name__)
 
 StatusValue: TypeAlias = annotation_trait_pb2.UserTrait.Status.Status.ValueType
-LegacyRows: TypeAlias = list[tuple[Json, StatusValue]]
+LegacyRows: TypeAlias = list[tuple[Json, StatusValue, str]]
 
 _LEGACY_PREFIX = "legacy:"
 _LEGACY_PAGE = 1000
+_USER_LIST = "/rest/api/user/list"
+# Resource.status of each trait status; an unknown state leaves Resource.status unset.
+_RESOURCE_STATUS = {
+    model.UserStatus.STATUS_ENABLED: resource_pb2.Status.RESOURCE_STATUS_ENABLED,
+    model.UserStatus.STATUS_DISABLED: resource_pb2.Status.RESOURCE_STATUS_DISABLED,
+}
+# Account states learned from JSON-RPC (no text of their own), as the status details.
+RPC_ACTIVE, RPC_INACTIVE = "active", "inactive"
+
+
+def _raw_status(value: Any) -> str:
+    if isinstance(value, dict):  # an expanded reference in some serializations
+        value = value.get("value") or value.get("status")
+    return str(value or "").strip()
 
 
 def _status(value: Any) -> StatusValue:
-    if isinstance(value, dict):  # an expanded reference in some serializations
-        value = value.get("value") or value.get("status")
-    text = str(value or "").strip().lower()
+    text = _raw_status(value).lower()
     if text in ("current", "active", "enabled"):
         return model.UserStatus.STATUS_ENABLED
     if text in ("deactivated", "disabled", "inactive"):
@@ -59,24 +73,29 @@ def _status(value: Any) -> StatusValue:
 
 def user_resource(
     person: Json,
+    ids: IdScheme,
     *,
     status: StatusValue | None = None,
+    details: str | None = None,
     email: str | None = None,
+    route: str = _USER_LIST,
 ) -> resource_pb2.Resource:
-    username = str(person["username"])
-    key = str(person.get("userKey") or "")
+    """`details`: the raw account state behind `status` (default: the person's own `status` text)."""
+    username = required(person, "username", "user", route)
+    key = required(person, "userKey", "user", route)
     display = str(person.get("displayName") or username)
     if status is None:
         status = _status(person.get("status"))
+    if details is None:
+        details = _raw_status(person.get("status"))
     email = email or (person.get("email") if isinstance(person.get("email"), str) else None)
     # What model.user_trait / model.user_resource build, assembled directly: this runs for every user of
     # every sync (tens of thousands), and the generic helpers' Struct.update costs a third more.
     profile = struct_pb2.Struct()
     fields = profile.fields
     fields["user_name"].string_value = username
-    if key:
-        fields["user_key"].string_value = key
-        fields["id"].string_value = key  # the Go connector's profile key for the user key
+    fields["user_key"].string_value = key
+    fields["id"].string_value = key  # the Go connector's profile key for the user key
     fields["display_name"].string_value = display
     fields["account_type"].string_value = str(person.get("type") or "known")
     if email:
@@ -88,13 +107,19 @@ def user_resource(
         login=username,
         emails=[annotation_trait_pb2.UserTrait.Email(address=email, is_primary=True)] if email else (),
     )
-    return resource_pb2.Resource(
-        id=resource_pb2.ResourceId(resource_type=USER.id, resource=username),
+    resource = resource_pb2.Resource(
+        id=resource_pb2.ResourceId(resource_type=USER.id, resource=key if not ids.legacy else username),
         display_name=display,
         annotations=[model.pack(trait)],
     )
+    resource_status = _RESOURCE_STATUS.get(status)
+    if resource_status is not None:
+        resource.status.status = resource_status
+        resource.status.details = details
+    return resource
 
 
+_MEMBERS = "/rest/api/group/{group}/member"
 # Users built between two hand-backs to the event loop (see UserSyncer._list_rest).
 _USERS_PER_SLICE = 200
 
@@ -145,31 +170,33 @@ class UserSyncer(ResourceSyncer, ResourceGetter):
         emails = await asyncio.shield(self._emails) if with_emails and self._emails is not None else {}
         if not page_token:
             self._active = None  # a new sync: account states may have changed
-        people = [p for p in people if isinstance(p.get("username"), str)]
+        for p in people:
+            required(p, "username", "user", _USER_LIST)
+            required(p, "userKey", "user", _USER_LIST)
         statuses = [_status(p.get("status")) for p in people]
+        details = [_raw_status(p.get("status")) for p in people]
         if model.UserStatus.STATUS_UNSPECIFIED in statuses:
             # The values of `expand=status` are undocumented: a state we cannot read is asked of JSON-RPC
             # (one call per sync for every user) rather than reported as unknown.
             active = await self._active_usernames()
             if active is not None:
-                statuses = [
-                    s
-                    if s != model.UserStatus.STATUS_UNSPECIFIED
-                    else (
-                        model.UserStatus.STATUS_ENABLED
-                        if p["username"] in active
-                        else model.UserStatus.STATUS_DISABLED
-                    )
-                    for p, s in zip(people, statuses, strict=True)
-                ]
+                for i, (p, s) in enumerate(zip(people, statuses, strict=True)):
+                    if s == model.UserStatus.STATUS_UNSPECIFIED:
+                        on = p["username"] in active
+                        statuses[i] = (
+                            model.UserStatus.STATUS_ENABLED if on else model.UserStatus.STATUS_DISABLED
+                        )
+                        details[i] = RPC_ACTIVE if on else RPC_INACTIVE
+        ids = self.state.ids
         out = []
-        for i, (person, status) in enumerate(zip(people, statuses, strict=True)):
+        for i, (person, status, detail) in enumerate(zip(people, statuses, details, strict=True)):
             if i and i % _USERS_PER_SLICE == 0:
                 # A round is up to 8 pages of users (~15 us each to build): hand the loop back between
                 # slices so responses to the requests in flight are not held up behind the whole round.
                 await asyncio.sleep(0)
             self._remember(person)
-            out.append(user_resource(person, status=status, email=emails.get(person["username"])))
+            email = emails.get(person["username"])
+            out.append(user_resource(person, ids, status=status, details=detail, email=email))
         return Page(out, token)
 
     async def _active_usernames(self) -> set[str] | None:
@@ -209,7 +236,7 @@ class UserSyncer(ResourceSyncer, ResourceGetter):
     def _remember(self, person: Json) -> None:
         key, username = person.get("userKey"), person.get("username")
         if isinstance(key, str) and isinstance(username, str):
-            self.state.key_to_username[key] = username
+            self.state.remember(username, key)
 
     async def _list_legacy(self, page_token: str) -> Page[resource_pb2.Resource]:
         offset = 0
@@ -228,7 +255,8 @@ class UserSyncer(ResourceSyncer, ResourceGetter):
         if not token:
             snapshot, self._legacy = self._legacy, None
             del snapshot
-        return Page([user_resource(p, status=s) for p, s in chunk], token)
+        ids = self.state.ids
+        return Page([user_resource(p, ids, status=s, details=d, route=_MEMBERS) for p, s, d in chunk], token)
 
     async def _build_legacy(self) -> LegacyRows:
         all_names: list[str] | None = None
@@ -249,8 +277,7 @@ class UserSyncer(ResourceSyncer, ResourceGetter):
         by_name: dict[str, Json] = {}
         for people in (await self.members.all()).values():
             for p in people:
-                if isinstance(p.get("username"), str):
-                    by_name.setdefault(p["username"], p)
+                by_name.setdefault(required(p, "username", "group member", _MEMBERS), p)
         if all_names is None:
             names = list(by_name)
         else:
@@ -269,23 +296,32 @@ class UserSyncer(ResourceSyncer, ResourceGetter):
                 continue
             self._remember(person)
             if all_names is None:
-                status = model.UserStatus.STATUS_UNSPECIFIED
+                status, detail = model.UserStatus.STATUS_UNSPECIFIED, ""
+            elif n in active:
+                status, detail = model.UserStatus.STATUS_ENABLED, RPC_ACTIVE
             else:
-                status = model.UserStatus.STATUS_ENABLED if n in active else model.UserStatus.STATUS_DISABLED
-            out.append((person, status))
+                status, detail = model.UserStatus.STATUS_DISABLED, RPC_INACTIVE
+            out.append((person, status, detail))
         return out
 
     async def get(
         self, resource_id: resource_pb2.ResourceId, parent: resource_pb2.ResourceId | None
     ) -> resource_pb2.Resource:
-        person = await self.client.user_by_username(resource_id.resource, expand_status=True)
+        ids = self.state.ids
+        if ids.legacy:
+            person = await self.client.user_by_username(resource_id.resource, expand_status=True)
+        else:
+            person = await self.client.user_by_key(resource_id.resource, expand_status=True)
         if person is None:
             raise not_found(f"Confluence user {resource_id.resource!r} does not exist")
+        username = required(person, "username", "user", "/rest/api/user")
         self._remember(person)
-        status = None if "status" in person else await self._status_via_rpc(resource_id.resource)
-        return user_resource(person, status=status)
+        if "status" in person:
+            return user_resource(person, ids, route="/rest/api/user")
+        status, detail = await self._status_via_rpc(username)
+        return user_resource(person, ids, status=status, details=detail, route="/rest/api/user")
 
-    async def _status_via_rpc(self, username: str) -> StatusValue:
+    async def _status_via_rpc(self, username: str) -> tuple[StatusValue, str]:
         """Account state of one user on servers whose REST has none (before 8.4): JSON-RPC isActiveUser."""
         try:
             active = await self.client.rpc("isActiveUser", username)
@@ -293,10 +329,12 @@ class UserSyncer(ResourceSyncer, ResourceGetter):
             self.state.capability_missing(
                 "user_status", f"this Confluence version has no account state over REST and {err}"
             )
-            return model.UserStatus.STATUS_UNSPECIFIED
+            return model.UserStatus.STATUS_UNSPECIFIED, ""
         if not isinstance(active, bool):
-            return model.UserStatus.STATUS_UNSPECIFIED
-        return model.UserStatus.STATUS_ENABLED if active else model.UserStatus.STATUS_DISABLED
+            return model.UserStatus.STATUS_UNSPECIFIED, ""
+        if active:
+            return model.UserStatus.STATUS_ENABLED, RPC_ACTIVE
+        return model.UserStatus.STATUS_DISABLED, RPC_INACTIVE
 
     async def entitlements(
         self, resource: resource_pb2.Resource, page_token: str

@@ -107,6 +107,12 @@ class Group:
         self.members.append(username)
         return True
 
+    def rename(self, old: str, new: str) -> None:
+        if old in self._member_set:
+            self._member_set.discard(old)
+            self._member_set.add(new)
+            self.members[self.members.index(old)] = new
+
     def remove(self, username: str) -> bool:
         if username not in self._member_set:
             return False
@@ -151,6 +157,27 @@ class SandboxData:
 
     def user_by_key(self, key: str) -> User | None:
         return self._by_key.get(key)
+
+    def rename_user(self, old: str, new: str) -> User:
+        """What an administrator's rename does: a new username everywhere it is stored (memberships,
+        space permissions, tokens), the same userKey. The user keeps its place in the listing."""
+        user = self.users.get(old)
+        if user is None:
+            raise KeyError(f"no user {old!r}")
+        if new in self.users:
+            raise ValueError(f"username {new!r} is taken")
+        user.username = new
+        self.users = {(new if name == old else name): u for name, u in self.users.items()}
+        for group in self.groups.values():
+            group.rename(old, new)
+        for key, perms in self.permissions.items():
+            self.permissions[key] = [
+                (k, kind, new if kind == "user" and name == old else name) for k, kind, name in perms
+            ]
+        for token, name in self.tokens.items():
+            if name == old:
+                self.tokens[token] = new
+        return user
 
     def is_admin(self, username: str) -> bool:
         group = self.groups.get(ADMIN_GROUP)

@@ -119,6 +119,10 @@ class SandboxConfig:
     without: frozenset[str] = frozenset()
     # How `expand=status` spells (active, deactivated): undocumented, so a client must cope with others.
     user_status_values: tuple[str, str] = ("current", "deactivated")
+    # Listings whose last record lacks a field, as {listing: field}: "user" (user list, group members,
+    # active users), "group" (group list) or "space" (space list), e.g. {"user": "userKey"}. Real servers
+    # have been seen to omit fields; a client must say which record is wrong, not crash or skip it.
+    malformed: dict[str, str] = field(default_factory=dict)
 
     @property
     def version_tuple(self) -> Version:
@@ -620,6 +624,7 @@ class ConfluenceSandboxApp:
         cap: int,
         default_limit: int,
         render: Callable[[Any], bytes],
+        kind: str = "",
     ) -> web.Response:
         start = self._int_param(ctx, "start", 0)
         limit = self._int_param(ctx, "limit", default_limit)
@@ -629,6 +634,8 @@ class ConfluenceSandboxApp:
             limit = default_limit
         limit = min(limit, cap)
         chunk = items[start : start + limit]
+        if kind in self.config.malformed and chunk and start + len(chunk) == len(items):
+            render = self._malformed(render, chunk[-1], self.config.malformed[kind])
         every = self.config.short_page_every
         if (
             every
@@ -662,6 +669,17 @@ class ConfluenceSandboxApp:
         # costs this fake server next to nothing; the benchmark shares the machine with it.
         body = b'{"results":[' + b",".join(render(x) for x in chunk) + b"]," + _dumps(rest)[1:]
         return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+    @staticmethod
+    def _malformed(render: Callable[[Any], bytes], target: Any, missing: str) -> Callable[[Any], bytes]:
+        def broken(item: Any) -> bytes:
+            if item is not target:
+                return render(item)
+            record = orjson.loads(render(item))
+            record.pop(missing, None)
+            return _dumps(record)
+
+        return broken
 
     def _user_or_404(self, username: str) -> User:
         user = self.data.users.get(username)
@@ -705,7 +723,12 @@ class ConfluenceSandboxApp:
         expand = self._expand(ctx)
         users = list(self.data.users.values())
         return self.page(
-            ctx, users, self.config.caps.user_list, 100, lambda u: self.person_bytes(ctx, u, expand=expand)
+            ctx,
+            users,
+            self.config.caps.user_list,
+            100,
+            lambda u: self.person_bytes(ctx, u, expand=expand),
+            "user",
         )
 
     async def h_admin_active(self, ctx: _Ctx) -> web.StreamResponse:
@@ -718,6 +741,7 @@ class ConfluenceSandboxApp:
             self.config.caps.admin_active,
             100,
             lambda u: self.person_bytes(ctx, u, expand=expand, email=True),
+            "user",
         )
 
     async def h_user_memberof(self, ctx: _Ctx) -> web.StreamResponse:
@@ -853,7 +877,9 @@ class ConfluenceSandboxApp:
     async def h_group_list(self, ctx: _Ctx) -> web.StreamResponse:
         self._require_admin(ctx)
         groups = list(self.data.groups.values())
-        return self.page(ctx, groups, self.config.caps.group, 200, lambda g: _dumps(self.group_json(ctx, g)))
+        return self.page(
+            ctx, groups, self.config.caps.group, 200, lambda g: _dumps(self.group_json(ctx, g)), "group"
+        )
 
     async def h_group_get(self, ctx: _Ctx) -> web.StreamResponse:
         self._require_admin(ctx)
@@ -872,6 +898,7 @@ class ConfluenceSandboxApp:
             self.config.caps.group_member,
             200,
             lambda name: self.person_bytes(ctx, users[name], expand=expand),
+            "user",
         )
 
     async def h_group_groupmembers(self, ctx: _Ctx) -> web.StreamResponse:
@@ -894,7 +921,9 @@ class ConfluenceSandboxApp:
             and (not status or s.status == status)
             and self.data.can_view(ctx.caller, s.key)
         ]
-        return self.page(ctx, spaces, self.config.caps.space, 25, lambda s: _dumps(self.space_json(ctx, s)))
+        return self.page(
+            ctx, spaces, self.config.caps.space, 25, lambda s: _dumps(self.space_json(ctx, s)), "space"
+        )
 
     async def h_space_get(self, ctx: _Ctx) -> web.StreamResponse:
         space = self.data.spaces.get(ctx.path_args[0])
