@@ -105,8 +105,9 @@ async def confluence_scenario(workdir: Path) -> AsyncIterator[Scenario | None]:
         group = groups[0]
         member = group.members[0]
         newcomer = next(u for u in data.users.values() if u.active and u.username not in group.members)
-        ent, principal, _ = _membership(group.name, group.name, newcomer.username, newcomer.display_name)
-        _, _, revoke = _membership(group.name, group.name, member, member)
+        # Users are known by their user key (the connector's default ids, as the newest Go connector's).
+        ent, principal, _ = _membership(group.name, group.name, newcomer.user_key, newcomer.display_name)
+        _, _, revoke = _membership(group.name, group.name, data.users[member].user_key, member)
         account = resource_pb2.AccountInfo(
             login="demo.newcomer",
             profile=model.to_struct(
