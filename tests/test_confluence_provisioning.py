@@ -11,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from google.protobuf import struct_pb2
 
+from connector.apps.confluence_datacenter.connector import ConfluenceConnector
 from connector.pb.c1.connector.v2 import (
     annotation_grant_pb2,
     connector_pb2,
@@ -32,7 +33,7 @@ from connector.sdk.crypto import (
 )
 from connector.sdk.errors import ConnectorError
 from connector.sdk.runtime import ConnectorRuntime
-from tests.test_confluence_support import LEGACY_SLUGS, SLUGS, running, user_id
+from tests.test_confluence_support import LEGACY_SLUGS, SLUGS, running, settings_for, sync_all, user_id
 
 CredOpt = connector_pb2.CapabilityDetailCredentialOption
 
@@ -378,3 +379,45 @@ async def test_json_rpc_writes_refusing_tokens_say_to_use_basic_auth() -> None:
         rt = ConnectorRuntime(connector, provisioning=True)
         await rt.grant(_grant_req("group", "Dev Ops", "member", _res("user", user.user_key)))
     assert data.groups["Dev Ops"].has(user.username)
+
+
+@pytest.mark.parametrize("version", ["7.19", "8.5", "9.2"])
+async def test_a_user_renamed_since_the_sync_is_provisioned_by_its_user_key(version: str) -> None:
+    data = sandbox_data.small()
+    # The space whose permissions most users hold directly (each would cost a lookup if resolved one by one).
+    space = max(data.spaces, key=lambda k: sum(1 for _, kind, _n in data.permissions[k] if kind == "user"))
+    holders = {n for _, kind, n in data.permissions[space] if kind == "user"}
+    assert len(holders) > 1
+    user = next(
+        u
+        for u in data.users.values()
+        if u.active
+        and u.licensed
+        and not data.groups["Dev Ops"].has(u.username)
+        and ("VIEWSPACE", "user", u.username) not in data.permissions[space]
+    )
+    async with running(version, data=data) as (sandbox, connector):
+        rt = ConnectorRuntime(connector, provisioning=True)
+        await sync_all(connector)  # the connector has seen the old username
+        data.rename_user(user.username, "renamed.user")
+        sandbox.stats.reset()
+        principal = _res("user", user.user_key)
+        await rt.grant(_grant_req("group", "Dev Ops", "member", principal))
+        await rt.grant(_grant_req("space", space, "read-space", principal))
+        again = await rt.grant(_grant_req("space", space, "read-space", principal))
+        assert _has(again.annotations, annotation_grant_pb2.GrantAlreadyExists)
+        # A daemon that has not synced yet (no usernames known): today's username is asked once for the
+        # write that needs it, never once per holder of the permission.
+        fresh = ConfluenceConnector(settings_for(sandbox))
+        try:
+            sandbox.stats.reset()
+            rev = await ConnectorRuntime(fresh, provisioning=True).revoke(
+                _revoke_req("space", space, "read-space", principal)
+            )
+            lookups = sandbox.stats.by_route["GET /rest/api/user"]
+        finally:
+            await fresh.close()
+    assert data.groups["Dev Ops"].has("renamed.user")
+    assert ("VIEWSPACE", "user", "renamed.user") not in data.permissions[space]
+    assert not _has(rev.annotations, annotation_grant_pb2.GrantAlreadyRevoked)
+    assert lookups == (0 if version == "9.2" else 1)

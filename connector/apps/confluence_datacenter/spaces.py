@@ -158,10 +158,14 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                 self.state.remember(username, key)
         return key
 
-    async def _read(self, caps: Capabilities, key: str, *, read_ahead: bool = False) -> Permissions | None:
+    async def _read(
+        self, caps: Capabilities, key: str, *, read_ahead: bool = False, raw: bool = False
+    ) -> Permissions | None:
         """The space's permissions as (permission, subject), counting what is not a grant; None when the
         server cannot tell us (logged once as a missing capability). `read_ahead`: a sync may use what the
-        prefetcher already read (never a provisioning check, which must see the current state)."""
+        prefetcher already read (never a provisioning check, which must see the current state). `raw`:
+        users as the API names them (user key over REST, username over JSON-RPC), not as user ids: a
+        provisioning check compares them with one resolved name instead of resolving every holder."""
         out: Permissions = []
         if caps.space_permissions_rest:
             ahead = self.prefetch.take("space", key) if read_ahead and self.prefetch is not None else None
@@ -176,7 +180,7 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                 kind = str(subject.get("type", ""))
                 if kind == "user":
                     user_key = str(subject.get("userKey") or "")
-                    if not self.state.ids.legacy:
+                    if raw or not self.state.ids.legacy:
                         name: str | None = user_key or None
                     else:
                         name = await self._username_for_key(user_key) if user_key else None
@@ -225,7 +229,7 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
                     continue
                 if entry.get("userName"):
                     user = str(entry["userName"])
-                    user_id = user if self.state.ids.legacy else await self._key_for_username(user)
+                    user_id = user if raw or self.state.ids.legacy else await self._key_for_username(user)
                     if user_id is None:
                         self.state.count("space_permissions_unknown_user_skipped")
                         continue
@@ -278,15 +282,16 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
     # --- provisioning -------------------------------------------------------------------------------
 
     @staticmethod
-    def _subject(principal: resource_pb2.Resource) -> Subject:
+    def _subject(principal: resource_pb2.Resource) -> tuple[str, str]:
         kind = principal.id.resource_type
         if kind not in (USER.id, GROUP.id):
             raise invalid_argument(f"space permissions can be granted to users and groups, not {kind!r}")
         return kind, principal.id.resource
 
     async def _holds(self, caps: Capabilities, key: str, perm: SpacePermission, subject: Subject) -> bool:
+        """Whether `subject` (named as the API names it, see `_target`) holds `perm` on the space now."""
         try:
-            permissions = await self._read(caps, key)
+            permissions = await self._read(caps, key, raw=True)
         except UpstreamError as err:
             if err.status == 404:
                 raise not_found(f"Confluence space {key!r} does not exist") from err
@@ -319,13 +324,13 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
             raise not_found(f"Confluence user with key {name!r} does not exist")
         return username
 
-    async def _change(self, verb: str, key: str, perm: SpacePermission, subject: Subject) -> None:
-        caps = await self.client.capabilities()
+    async def _change(
+        self, caps: Capabilities, verb: str, key: str, perm: SpacePermission, subject: Subject, target: str
+    ) -> None:
         kind, name = subject
         assert name is not None
         slug = self.state.ids.slug(perm)
         try:
-            target = await self._target(caps.space_permissions_rest, kind, name)
             if caps.space_permissions_rest:
                 if verb == "grant":
                     await self.client.grant_space_rest(key, kind, target, perm.rest)
@@ -372,9 +377,10 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         grant = model.new_grant(
             entitlement.resource, self.state.ids.slug(perm), principal.id, annotations=annotations
         )
-        if await self._holds(caps, key, perm, subject):
+        target = await self._target(caps.space_permissions_rest, *subject)
+        if await self._holds(caps, key, perm, (subject[0], target)):
             return GrantResult(grants=[grant], already_exists=True)
-        await self._change("grant", key, perm, subject)
+        await self._change(caps, "grant", key, perm, subject, target)
         if self.prefetch is not None:
             self.prefetch.forget("space", key)
         return GrantResult(grants=[grant])
@@ -384,9 +390,10 @@ class SpaceSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         subject = self._subject(grant.principal)
         key = grant.entitlement.resource.id.resource
         caps = await self.client.capabilities()
-        if not await self._holds(caps, key, perm, subject):
+        target = await self._target(caps.space_permissions_rest, *subject)
+        if not await self._holds(caps, key, perm, (subject[0], target)):
             return RevokeResult(already_revoked=True)
-        await self._change("revoke", key, perm, subject)
+        await self._change(caps, "revoke", key, perm, subject, target)
         if self.prefetch is not None:
             self.prefetch.forget("space", key)
         return RevokeResult()
