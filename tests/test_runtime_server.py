@@ -388,3 +388,21 @@ async def test_create_account_with_bad_recipient_creates_nothing(surface: Surfac
         await surface.client.create_account(req)
     assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "lost" not in surface.connector.state.users
+
+
+async def test_every_listed_resource_is_marked_as_listed_as_the_go_sdk_does(surface: Surface) -> None:
+    # Any connector (the toy one here): the runtime stamps it, in process and on the wire; a single
+    # GetResource is no listing and stays unmarked.
+    listed = resource_pb2.Resource.CREATION_SOURCE_CONNECTOR_LIST_RESOURCES
+    for type_id in ("user", "group"):
+        resources, _ = await _all_pages(
+            surface.client.list_resources,
+            lambda t, type_id=type_id: resource_pb2.ResourcesServiceListResourcesRequest(
+                resource_type_id=type_id, page_token=t
+            ),
+        )
+        assert resources and {r.creation_source for r in resources} == {listed}
+    got = await surface.client.get_resource(
+        resource_pb2.ResourceGetterServiceGetResourceRequest(resource_id=model.resource_id("user", "u0"))
+    )
+    assert got.resource.creation_source == resource_pb2.Resource.CREATION_SOURCE_UNSPECIFIED
