@@ -238,14 +238,16 @@ class ConnectorRuntime:
             self._check_token(
                 request.page_token, page.next_token, f"list {request.resource_type_id} resources"
             )
-        # What the Go SDK's syncer stamps on every listed resource (it stores the field; C1 reads it).
-        for resource in page.items:
-            resource.creation_source = _LISTED
-        return resource_pb2.ResourcesServiceListResourcesResponse(
+        response = resource_pb2.ResourcesServiceListResourcesResponse(
             list=page.items,
             next_page_token=page.next_token,
             annotations=model.pack_all(page.annotations) if page.annotations else None,
         )
+        # What the Go SDK's syncer stamps on every listed resource (it stores the field; C1 reads it). Set
+        # on the response's copies: a connector may hand out the same objects again, e.g. from GetResource.
+        for resource in response.list:
+            resource.creation_source = _LISTED
+        return response
 
     async def get_resource(
         self, request: resource_pb2.ResourceGetterServiceGetResourceRequest
