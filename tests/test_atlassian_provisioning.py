@@ -74,7 +74,7 @@ async def role_entitlement(env: Env, type_key: str, role: str) -> tuple[str, ent
     ws = next(
         w for w in st.workspaces.values() if w.type_key == type_key and w.capacity > st.seat_usage(w.id)
     )
-    return ws.id, await entitlement(env.runtime, await resource(env, "workspace", ws.id), role)
+    return ws.id, await entitlement(env.runtime, await resource(env, "workspace", ws.id), f"role:{role}")
 
 
 # --- group membership ---------------------------------------------------------------------------------
@@ -155,7 +155,8 @@ async def test_workspace_role_for_a_user(duplicate_mode: str) -> None:
         first = await grant(env.runtime, ent, user_ref(uid))
         assert not already_exists(first)
         assert st.roles.has("user", uid, ws, "atlassian/user")
-        assert first.grants[0].entitlement.id == f"workspace:{ws}:atlassian/user"
+        assert first.grants[0].entitlement.id == f"workspace:{ws}:role:atlassian/user"
+        assert first.grants[0].id == f"workspace:{ws}:role:atlassian/user:user:{uid}"
         assert already_exists(await grant(env.runtime, ent, user_ref(uid)))
         assert not already_revoked(await revoke(env.runtime, ent, user_ref(uid)))
         assert not st.roles.has("user", uid, ws, "atlassian/user")
@@ -208,7 +209,7 @@ async def test_jira_admin_workspace_quirk_is_explained() -> None:
     async with atlassian_env() as env:
         st = env.sandbox.state
         ws = next(w for w in st.workspaces.values() if w.type_key == "jira-admin")
-        ent = await entitlement(env.runtime, await resource(env, "workspace", ws.id), "atlassian/admin")
+        ent = await entitlement(env.runtime, await resource(env, "workspace", ws.id), "role:atlassian/admin")
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, ent, user_ref(active_user(st)))
         err = info.value
@@ -224,8 +225,8 @@ async def test_documented_role_errors_are_failed_preconditions() -> None:
         # A role the product does not offer (ADMIN-UAM-400-3).
         bad_role = entitlement_pb2.Entitlement()
         bad_role.CopyFrom(user_ent)
-        bad_role.slug = "atlassian/customer"
-        bad_role.id = f"workspace:{conf}:atlassian/customer"
+        bad_role.slug = "role:atlassian/customer"
+        bad_role.id = f"workspace:{conf}:role:atlassian/customer"
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, bad_role, user_ref(active_user(st)))
         assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
@@ -239,7 +240,9 @@ async def test_documented_role_errors_are_failed_preconditions() -> None:
         )
         # No free seat (ADMIN-UAM-409-3).
         full = next(w for w in st.workspaces.values() if w.capacity == st.seat_usage(w.id))
-        full_ent = await entitlement(env.runtime, await resource(env, "workspace", full.id), "atlassian/user")
+        full_ent = await entitlement(
+            env.runtime, await resource(env, "workspace", full.id), "role:atlassian/user"
+        )
         outsider = active_user(st, not_in=st.seat_holders(full.id))
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, full_ent, user_ref(outsider))
@@ -260,15 +263,17 @@ async def test_group_role_errors_name_the_problem() -> None:
         gid = next(g for g in st.groups if st.members(g) and not st.roles.group_roles(g))
         bad_role = entitlement_pb2.Entitlement()
         bad_role.CopyFrom(user_ent)
-        bad_role.slug = "atlassian/customer"
-        bad_role.id = f"workspace:{conf}:atlassian/customer"
+        bad_role.slug = "role:atlassian/customer"
+        bad_role.id = f"workspace:{conf}:role:atlassian/customer"
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, bad_role, group_ref(gid))
         assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert "ADMIN-UAM-400-3" in info.value.message and "not available" in info.value.message
         # A group whose members would exceed the product's seats.
         full = next(w for w in st.workspaces.values() if w.capacity == st.seat_usage(w.id))
-        full_ent = await entitlement(env.runtime, await resource(env, "workspace", full.id), "atlassian/user")
+        full_ent = await entitlement(
+            env.runtime, await resource(env, "workspace", full.id), "role:atlassian/user"
+        )
         outsiders = next(g for g in st.groups if st.members(g) - st.seat_holders(full.id))
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, full_ent, group_ref(outsiders))
