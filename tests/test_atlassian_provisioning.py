@@ -330,6 +330,13 @@ async def test_capabilities_advertise_no_password_and_the_schema() -> None:
         fields = md.account_creation_schema.field_map
         assert fields["email"].required and fields["email"].HasField("string_field")
         assert not fields["display_name"].required
+        # The Go connector's fields, in its order, then this connector's own (all optional).
+        go = ["userName", "email", "givenName", "familyName", "displayName"]
+        ordered = sorted(fields, key=lambda k: fields[k].order)
+        assert ordered[:5] == go
+        assert ordered[5:] == ["display_name", "workspace", "role", "groups"]
+        assert {k for k in fields if fields[k].required} == {"userName", "email"}
+        assert fields["userName"].placeholder == "user@example.com"
         by_type = {
             c.resource_type.id: set(c.capabilities) for c in md.capabilities.resource_type_capabilities
         }
@@ -339,6 +346,7 @@ async def test_capabilities_advertise_no_password_and_the_schema() -> None:
             cap.CAPABILITY_PROVISION in by_type["group"] and cap.CAPABILITY_PROVISION in by_type["workspace"]
         )
         assert cap.CAPABILITY_PROVISION not in by_type["api_token"]
+        assert cap.CAPABILITY_PROVISION not in by_type["organization"]
         request = account_request("pw@acme.example")
         request.credential_options.CopyFrom(
             resource_pb2.CredentialOptions(
@@ -428,3 +436,58 @@ async def test_bad_account_requests_are_invalid_arguments() -> None:
         with pytest.raises(ConnectorError) as info:
             await env.runtime.create_account(account_request("not-an-email"))
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def go_account_request(**profile: str) -> resource_pb2.CreateAccountRequest:
+    request = account_request("")
+    request.account_info.profile.Clear()
+    request.account_info.profile.update(profile)
+    return request
+
+
+@pytest.mark.parametrize("extension", [True, False])
+async def test_scim_account_with_the_go_connectors_fields(extension: bool) -> None:
+    sandbox = await start_atlassian_sandbox(spec=SMALL, scim_extension=extension)
+    settings = settings_for(
+        sandbox, "--scim-base-url", sandbox.scim_base_url, BATON_SCIM_TOKEN=sandbox.scim_token
+    )
+    runtime = ConnectorRuntime(build_connector(settings), provisioning=True)
+    try:
+        st = sandbox.state
+        resp = await runtime.create_account(
+            go_account_request(
+                userName="jane.go@acme.example",
+                email="jane.go@acme.example",
+                givenName="Jane",
+                familyName="Go",
+                displayName="Jane Go",
+            )
+        )
+        assert resp.WhichOneof("result") == "success"
+        (scim,) = st.scim_users.values()
+        account_id = resp.success.resource.id.resource
+        # The account id is the Atlassian one (from the SCIM extension, else looked up), never the SCIM id.
+        assert account_id == scim.account_id != scim.id
+        assert (scim.user_name, scim.email, scim.display_name) == (
+            "jane.go@acme.example",
+            "jane.go@acme.example",
+            "Jane Go",
+        )
+        assert st.users[account_id].name == "Jane Go"
+        lookups = sandbox.stats.by_route[
+            "POST /admin/v2/orgs/{org_id}/directories/{directory_id}/users/search"
+        ]
+        assert (lookups == 0) == extension
+        # givenName / familyName alone make the display name.
+        named = await runtime.create_account(
+            go_account_request(
+                userName="ann.lee@acme.example",
+                email="ann.lee@acme.example",
+                givenName="Ann",
+                familyName="Lee",
+            )
+        )
+        assert st.users[named.success.resource.id.resource].name == "Ann Lee"
+    finally:
+        await runtime.close()
+        await sandbox.stop()
