@@ -306,23 +306,30 @@ async def test_full_sync_to_c1z(tmp_path: Path) -> None:
             "user": len(st.users),
             "group": len(st.groups),
             "workspace": len(st.workspaces),
+            "organization": 1,
             "api_token": len(st.tokens),
         }
         assert report.upstream_requests == env.connector.upstream_request_count()
         assert report.connector_counters["user_pages"] == -(-len(st.users) // 100)
         with C1zReader(out) as reader:
-            assert {r.id for r in reader.resource_types()} == {"user", "group", "workspace", "api_token"}
+            assert {r.id for r in reader.resource_types()} == {
+                "user",
+                "group",
+                "workspace",
+                "organization",
+                "api_token",
+            }
             # Every (workspace, role) holder ends up with a grant: direct, or expanded from a group.
             for ws in st.workspaces.values():
                 for role_id in ws.roles:
-                    ent_id = f"workspace:{ws.id}:{role_id}"
+                    ent_id = f"workspace:{ws.id}:role:{role_id}"
                     holders = {
                         g.principal.id.resource
                         for g in reader.grants(entitlement_id=ent_id, principal_types=("user",))
                     }
                     assert holders == st.effective_users(ws.id, role_id), ent_id
             # Held directly and through a group: one grant, both sources.
-            ent_id = f"workspace:{ws_id}:{role}"
+            ent_id = f"workspace:{ws_id}:role:{role}"
             (held,) = reader.grants(
                 entitlement_id=ent_id, principal=resource_pb2.ResourceId(resource_type="user", resource=both)
             )
@@ -385,6 +392,7 @@ def test_command_syncs_to_a_file_and_prints_capabilities(
         "user",
         "group",
         "workspace",
+        "organization",
         "api_token",
     }
     out = tmp_path / "sync.c1z"

@@ -74,7 +74,7 @@ async def role_entitlement(env: Env, type_key: str, role: str) -> tuple[str, ent
     ws = next(
         w for w in st.workspaces.values() if w.type_key == type_key and w.capacity > st.seat_usage(w.id)
     )
-    return ws.id, await entitlement(env.runtime, await resource(env, "workspace", ws.id), role)
+    return ws.id, await entitlement(env.runtime, await resource(env, "workspace", ws.id), f"role:{role}")
 
 
 # --- group membership ---------------------------------------------------------------------------------
@@ -155,7 +155,8 @@ async def test_workspace_role_for_a_user(duplicate_mode: str) -> None:
         first = await grant(env.runtime, ent, user_ref(uid))
         assert not already_exists(first)
         assert st.roles.has("user", uid, ws, "atlassian/user")
-        assert first.grants[0].entitlement.id == f"workspace:{ws}:atlassian/user"
+        assert first.grants[0].entitlement.id == f"workspace:{ws}:role:atlassian/user"
+        assert first.grants[0].id == f"workspace:{ws}:role:atlassian/user:user:{uid}"
         assert already_exists(await grant(env.runtime, ent, user_ref(uid)))
         assert not already_revoked(await revoke(env.runtime, ent, user_ref(uid)))
         assert not st.roles.has("user", uid, ws, "atlassian/user")
@@ -208,7 +209,7 @@ async def test_jira_admin_workspace_quirk_is_explained() -> None:
     async with atlassian_env() as env:
         st = env.sandbox.state
         ws = next(w for w in st.workspaces.values() if w.type_key == "jira-admin")
-        ent = await entitlement(env.runtime, await resource(env, "workspace", ws.id), "atlassian/admin")
+        ent = await entitlement(env.runtime, await resource(env, "workspace", ws.id), "role:atlassian/admin")
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, ent, user_ref(active_user(st)))
         err = info.value
@@ -224,8 +225,8 @@ async def test_documented_role_errors_are_failed_preconditions() -> None:
         # A role the product does not offer (ADMIN-UAM-400-3).
         bad_role = entitlement_pb2.Entitlement()
         bad_role.CopyFrom(user_ent)
-        bad_role.slug = "atlassian/customer"
-        bad_role.id = f"workspace:{conf}:atlassian/customer"
+        bad_role.slug = "role:atlassian/customer"
+        bad_role.id = f"workspace:{conf}:role:atlassian/customer"
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, bad_role, user_ref(active_user(st)))
         assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
@@ -239,7 +240,9 @@ async def test_documented_role_errors_are_failed_preconditions() -> None:
         )
         # No free seat (ADMIN-UAM-409-3).
         full = next(w for w in st.workspaces.values() if w.capacity == st.seat_usage(w.id))
-        full_ent = await entitlement(env.runtime, await resource(env, "workspace", full.id), "atlassian/user")
+        full_ent = await entitlement(
+            env.runtime, await resource(env, "workspace", full.id), "role:atlassian/user"
+        )
         outsider = active_user(st, not_in=st.seat_holders(full.id))
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, full_ent, user_ref(outsider))
@@ -260,15 +263,17 @@ async def test_group_role_errors_name_the_problem() -> None:
         gid = next(g for g in st.groups if st.members(g) and not st.roles.group_roles(g))
         bad_role = entitlement_pb2.Entitlement()
         bad_role.CopyFrom(user_ent)
-        bad_role.slug = "atlassian/customer"
-        bad_role.id = f"workspace:{conf}:atlassian/customer"
+        bad_role.slug = "role:atlassian/customer"
+        bad_role.id = f"workspace:{conf}:role:atlassian/customer"
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, bad_role, group_ref(gid))
         assert info.value.code == grpc.StatusCode.FAILED_PRECONDITION
         assert "ADMIN-UAM-400-3" in info.value.message and "not available" in info.value.message
         # A group whose members would exceed the product's seats.
         full = next(w for w in st.workspaces.values() if w.capacity == st.seat_usage(w.id))
-        full_ent = await entitlement(env.runtime, await resource(env, "workspace", full.id), "atlassian/user")
+        full_ent = await entitlement(
+            env.runtime, await resource(env, "workspace", full.id), "role:atlassian/user"
+        )
         outsiders = next(g for g in st.groups if st.members(g) - st.seat_holders(full.id))
         with pytest.raises(ConnectorError) as info:
             await grant(env.runtime, full_ent, group_ref(outsiders))
@@ -325,6 +330,13 @@ async def test_capabilities_advertise_no_password_and_the_schema() -> None:
         fields = md.account_creation_schema.field_map
         assert fields["email"].required and fields["email"].HasField("string_field")
         assert not fields["display_name"].required
+        # The Go connector's fields, in its order, then this connector's own (all optional).
+        go = ["userName", "email", "givenName", "familyName", "displayName"]
+        ordered = sorted(fields, key=lambda k: fields[k].order)
+        assert ordered[:5] == go
+        assert ordered[5:] == ["display_name", "workspace", "role", "groups"]
+        assert {k for k in fields if fields[k].required} == {"userName", "email"}
+        assert fields["userName"].placeholder == "user@example.com"
         by_type = {
             c.resource_type.id: set(c.capabilities) for c in md.capabilities.resource_type_capabilities
         }
@@ -334,6 +346,7 @@ async def test_capabilities_advertise_no_password_and_the_schema() -> None:
             cap.CAPABILITY_PROVISION in by_type["group"] and cap.CAPABILITY_PROVISION in by_type["workspace"]
         )
         assert cap.CAPABILITY_PROVISION not in by_type["api_token"]
+        assert cap.CAPABILITY_PROVISION not in by_type["organization"]
         request = account_request("pw@acme.example")
         request.credential_options.CopyFrom(
             resource_pb2.CredentialOptions(
@@ -423,3 +436,58 @@ async def test_bad_account_requests_are_invalid_arguments() -> None:
         with pytest.raises(ConnectorError) as info:
             await env.runtime.create_account(account_request("not-an-email"))
         assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def go_account_request(**profile: str) -> resource_pb2.CreateAccountRequest:
+    request = account_request("")
+    request.account_info.profile.Clear()
+    request.account_info.profile.update(profile)
+    return request
+
+
+@pytest.mark.parametrize("extension", [True, False])
+async def test_scim_account_with_the_go_connectors_fields(extension: bool) -> None:
+    sandbox = await start_atlassian_sandbox(spec=SMALL, scim_extension=extension)
+    settings = settings_for(
+        sandbox, "--scim-base-url", sandbox.scim_base_url, BATON_SCIM_TOKEN=sandbox.scim_token
+    )
+    runtime = ConnectorRuntime(build_connector(settings), provisioning=True)
+    try:
+        st = sandbox.state
+        resp = await runtime.create_account(
+            go_account_request(
+                userName="jane.go@acme.example",
+                email="jane.go@acme.example",
+                givenName="Jane",
+                familyName="Go",
+                displayName="Jane Go",
+            )
+        )
+        assert resp.WhichOneof("result") == "success"
+        (scim,) = st.scim_users.values()
+        account_id = resp.success.resource.id.resource
+        # The account id is the Atlassian one (from the SCIM extension, else looked up), never the SCIM id.
+        assert account_id == scim.account_id != scim.id
+        assert (scim.user_name, scim.email, scim.display_name) == (
+            "jane.go@acme.example",
+            "jane.go@acme.example",
+            "Jane Go",
+        )
+        assert st.users[account_id].name == "Jane Go"
+        lookups = sandbox.stats.by_route[
+            "POST /admin/v2/orgs/{org_id}/directories/{directory_id}/users/search"
+        ]
+        assert (lookups == 0) == extension
+        # givenName / familyName alone make the display name.
+        named = await runtime.create_account(
+            go_account_request(
+                userName="ann.lee@acme.example",
+                email="ann.lee@acme.example",
+                givenName="Ann",
+                familyName="Lee",
+            )
+        )
+        assert st.users[named.success.resource.id.resource].name == "Ann Lee"
+    finally:
+        await runtime.close()
+        await sandbox.stop()

@@ -282,3 +282,58 @@ async def test_role_filter_semantics_and_group_role_shape(role_filter: str) -> N
             ]
     finally:
         await sb.stop()
+
+
+async def test_role_assignments_carry_platform_project_and_goal_owners(sandbox: AtlassianSandbox) -> None:
+    st = sandbox.state
+    admin = next(u for u in st.users.values() if u.platform_roles)
+    admin.other_roles.append(("goal", "ari:cloud:townsquare::goal/0a1b", "atlassian/contributor"))
+    async with http(sandbox) as client:
+        resp = await client.get(
+            f"/admin/v2/orgs/{sandbox.org_id}/directories/-/users/{admin.account_id}/role-assignments",
+            params={"limit": 100},
+        )
+        assert resp.status_code == 200
+        items = resp.json()["data"]
+        platform = [i for i in items if i["resourceOwner"] == "platform"]
+        assert sorted(r for i in platform for r in i["roles"]) == sorted(admin.platform_roles)
+        assert all(i["directoryId"] is None and i["userDirectoryStatus"] is None for i in platform)
+        assert {i["resourceId"] for i in platform} == {f"ari:cloud:platform::org/{sandbox.org_id}"}
+        assert {i["resourceOwner"] for i in items if i["resourceId"] not in st.workspaces} <= {
+            "platform",
+            "project",
+            "goal",
+        }
+        assert len([i for i in items if i["resourceOwner"] in ("project", "goal")]) == len(admin.other_roles)
+        # The same platform roles come with a user search that expands them.
+        found = await client.post(
+            users_search(sandbox),
+            json={"accountIds": [admin.account_id], "expand": ["platformRoles"], "limit": 1},
+        )
+        assert found.json()["data"][0]["platformRoles"] == admin.platform_roles
+        org = await client.get(f"/admin/v1/orgs/{sandbox.org_id}")
+        assert org.json()["data"]["attributes"]["name"] == st.org_name
+
+
+async def test_scim_create_answers_with_the_atlassian_extension(sandbox: AtlassianSandbox) -> None:
+    body = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "new.person@acme.example",
+        "emails": [{"value": "new.person@acme.example", "type": "work", "primary": True}],
+        "name": {"givenName": "New", "familyName": "Person"},
+        "active": True,
+    }
+    url = f"{sandbox.scim_base_url}/Users"
+    async with httpx.AsyncClient() as client:
+        # The organization API key is not a SCIM token.
+        refused = await client.post(url, json=body, headers={"Authorization": f"Bearer {sandbox.api_key}"})
+        assert refused.status_code == 401
+        resp = await client.post(url, json=body, headers={"Authorization": f"Bearer {sandbox.scim_token}"})
+        assert resp.status_code == 201
+        user = resp.json()
+        ext = "urn:scim:schemas:extension:atlassian-external:1.0"
+        assert ext in user["schemas"]
+        account_id = user[ext]["atlassianAccountId"]
+        assert account_id != user["id"] and sandbox.state.users[account_id].name == "New Person"
+        again = await client.post(url, json=body, headers={"Authorization": f"Bearer {sandbox.scim_token}"})
+        assert again.status_code == 409

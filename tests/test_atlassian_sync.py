@@ -10,7 +10,7 @@ import pytest
 from google.protobuf import json_format
 
 from connector.apps.atlassian.client import R_API_TOKENS, R_DIRECTORIES, R_ORGS, R_USER_ROLES, R_WORKSPACES
-from connector.apps.atlassian.resources import roles_for
+from connector.apps.atlassian.resources import FIXED_ROLES
 from connector.c1z.reader import C1zReader
 from connector.pb.c1.connector.v2 import (
     annotation_entitlement_pb2,
@@ -18,6 +18,7 @@ from connector.pb.c1.connector.v2 import (
     annotation_resource_tree_pb2,
     annotation_trait_pb2,
     connector_pb2,
+    entitlement_pb2,
     resource_pb2,
 )
 from connector.sandbox.atlassian.data import OrgSpec, Workspace
@@ -39,6 +40,8 @@ GROUP_ROLE_ASSIGNMENTS = (
     "GET /admin/v2/orgs/{org_id}/directories/{directory_id}/groups/{group_id}/role-assignments"
 )
 Status = annotation_trait_pb2.UserTrait.Status
+Purpose = entitlement_pb2.Entitlement.PurposeValue
+ResourceStatus = resource_pb2.Status.ResourceStatus
 AccountType = annotation_trait_pb2.UserTrait.AccountType
 
 
@@ -57,7 +60,16 @@ async def test_users_carry_id_status_type_mfa_email_and_last_active() -> None:
             "active": Status.STATUS_ENABLED,
             "suspended": Status.STATUS_DISABLED,
             "deactivated": Status.STATUS_DISABLED,
-            "for_deletion": Status.STATUS_DELETED,
+            # Restorable for 14 days: disabled, not deleted (as the Go connector says).
+            "for_deletion": Status.STATUS_DISABLED,
+            "not_invited": Status.STATUS_DISABLED,
+        }
+        resource_status = {
+            "active": ResourceStatus.RESOURCE_STATUS_ENABLED,
+            "suspended": ResourceStatus.RESOURCE_STATUS_DISABLED,
+            "deactivated": ResourceStatus.RESOURCE_STATUS_DISABLED,
+            "for_deletion": ResourceStatus.RESOURCE_STATUS_DISABLED,
+            "not_invited": ResourceStatus.RESOURCE_STATUS_DISABLED,
         }
         checked: set[str] = set()
         for res in users:
@@ -65,9 +77,13 @@ async def test_users_carry_id_status_type_mfa_email_and_last_active() -> None:
             t = trait(res, annotation_trait_pb2.UserTrait)
             profile = json_format.MessageToDict(t.profile)
             assert profile["status"] == src.status
-            if src.status in expected_status:
-                assert t.status.status == expected_status[src.status]
-                checked.add(src.status)
+            assert t.status.status == expected_status[src.status]
+            assert t.status.details == src.status
+            # The same on the resource itself (Resource.status, field 11), where the Go SDK puts it.
+            assert res.status.status == resource_status[src.status]
+            assert res.status.details == src.status
+            assert profile["username"] == profile["name"] == src.name
+            checked.add(src.status)
             if src.account_type == "app":
                 assert t.account_type == AccountType.ACCOUNT_TYPE_SERVICE
                 assert not t.emails
@@ -89,8 +105,16 @@ async def test_users_carry_id_status_type_mfa_email_and_last_active() -> None:
             else:
                 assert not t.HasField("last_login")
             if src.platform_roles:
-                assert "atlassian/org-admin" in profile["platform_roles"]
-        assert checked >= {"active", "suspended", "deactivated", "for_deletion", "app", "last_active"}
+                assert profile["platform_roles"] == ",".join(src.platform_roles)
+        assert checked >= {
+            "active",
+            "suspended",
+            "deactivated",
+            "for_deletion",
+            "not_invited",
+            "app",
+            "last_active",
+        }
 
 
 @pytest.mark.parametrize("honour_sort", [True, False])
@@ -171,12 +195,15 @@ async def test_workspaces_roles_and_grants_to_users_and_groups(role_filter: str)
         for res in workspaces:
             ws = st.workspaces[res.id.resource]
             ents = await entitlements_of(env.runtime, res)
-            assert [e.slug for e in ents] == list(roles_for(ws.type_key)) == list(ws.roles)
+            # The ten roles of the Go connector on every workspace, whatever the product offers.
+            assert [e.slug for e in ents] == [f"role:{r}" for r in FIXED_ROLES]
+            assert set(ws.roles) <= set(FIXED_ROLES)
             assert all(e.id == f"workspace:{ws.id}:{e.slug}" for e in ents)
+            assert all(e.purpose == Purpose.PURPOSE_VALUE_PERMISSION for e in ents)
             assert all(sorted(t.id for t in e.grantable_to) == ["group", "user"] for e in ents)
             grants = await grants_of(env.runtime, res)
             for role_id in ws.roles:
-                of_role = [g for g in grants if g.entitlement.id == f"workspace:{ws.id}:{role_id}"]
+                of_role = [g for g in grants if g.entitlement.id == f"workspace:{ws.id}:role:{role_id}"]
                 groups = {g.principal.id.resource for g in of_role if g.principal.id.resource_type == "group"}
                 users = {g.principal.id.resource for g in of_role if g.principal.id.resource_type == "user"}
                 assert groups == st.roles.groups_by_role.get((ws.id, role_id), set())
@@ -195,7 +222,7 @@ async def test_workspaces_roles_and_grants_to_users_and_groups(role_filter: str)
                     else:
                         assert exp is None
             if ws.id == ws_id:
-                assert f"workspace:{ws_id}:{role}:user:{both}" in {g.id for g in grants}
+                assert f"workspace:{ws_id}:role:{role}:user:{both}" in {g.id for g in grants}
         assert group_grants > 0 and direct_and_group >= 1
         counters = env.connector.sync_counters()
         assert counters["direct_checks"] > 0
@@ -258,21 +285,21 @@ async def test_roles_outside_the_product_table_are_found_in_the_data() -> None:
 
         ents = await entitlements_of(env.runtime, by_id[conf.id])
         assert [e.slug for e in ents] == [
-            *roles_for("confluence"),
-            "atlassian/made-up-2027",
-            "atlassian/viewer",
+            *(f"role:{r}" for r in FIXED_ROLES),
+            "role:atlassian/made-up-2027",
+            "role:atlassian/viewer",
         ]
-        assert f"workspace:{conf.id}:atlassian/made-up-2027" in {e.id for e in ents}
+        assert f"workspace:{conf.id}:role:atlassian/made-up-2027" in {e.id for e in ents}
         grants = {g.id: g for g in await grants_of(env.runtime, by_id[conf.id])}
-        viewer_grant = grants[f"workspace:{conf.id}:atlassian/viewer:group:{viewers}"]
+        viewer_grant = grants[f"workspace:{conf.id}:role:atlassian/viewer:group:{viewers}"]
         exp = model.find_annotation(viewer_grant.annotations, annotation_grant_pb2.GrantExpandable)
         assert exp is not None and list(exp.entitlement_ids) == [f"group:{viewers}:member"]
-        assert f"workspace:{conf.id}:atlassian/made-up-2027:user:{loner}" in grants
+        assert f"workspace:{conf.id}:role:atlassian/made-up-2027:user:{loner}" in grants
 
         compass = await entitlements_of(env.runtime, by_id[compass_id])
-        assert [e.slug for e in compass] == ["atlassian/user", "atlassian/admin", "atlassian/contributor"]
+        assert [e.slug for e in compass] == [f"role:{r}" for r in FIXED_ROLES]
         compass_grants = {g.id for g in await grants_of(env.runtime, by_id[compass_id])}
-        assert compass_grants == {f"workspace:{compass_id}:atlassian/contributor:user:{loner}"}
+        assert compass_grants == {f"workspace:{compass_id}:role:atlassian/contributor:user:{loner}"}
         counters = env.connector.sync_counters()
         # Only the two workspaces whose counts did not add up were walked.
         assert counters["role_discovery_walks"] == 2
@@ -291,7 +318,7 @@ async def test_a_sync_that_skips_grants_asks_nothing_about_role_holders(tmp_path
         assert report.grants_direct == 0
         with C1zReader(tmp_path / "no-grants.c1z") as reader:
             ws_ents = list(reader.entitlements(resource_type="workspace"))
-        assert len(ws_ents) == sum(len(w.roles) for w in st.workspaces.values())
+        assert len(ws_ents) == len(FIXED_ROLES) * len(st.workspaces)
         stats = env.sandbox.stats
         assert role_searches(env) == 0 and stats.by_route[ROLE_ASSIGNMENTS] == 0
         # What entitlements need: one count pair per workspace, the roles of role-holding groups.

@@ -462,7 +462,19 @@ def _parse_argv(specs: list[_Spec], argv: Sequence[str], into: _Collected) -> No
             items = (previous.value if previous else []) + _split_csv(value)
             target[spec.field] = _Raw(items, source, name)
         else:
+            _same_setting(target.get(spec.field), _Raw(value, source, name))
             target[spec.field] = _Raw(value, source, name)
+
+
+def _same_setting(first: _Raw | None, second: _Raw | None) -> None:
+    """Two flags spelling one setting differently (aliases) must agree; a repeated flag is ordinary
+    precedence, as is a flag over an env var (env vars of two spellings are checked in _read_env)."""
+    if first is None or second is None or first.name == second.name or first.value == second.value:
+        return
+    raise SettingsError(
+        f"conflicting {first.source} and {second.source}: two names of one setting with different "
+        "values; set only one of them"
+    )
 
 
 def _read_env(specs: list[_Spec], env: Mapping[str, str], into: _Collected) -> None:

@@ -2,6 +2,10 @@
 
 Atlassian accounts never get a password from us (people sign in with their Atlassian account or SSO),
 so the only credential option is "no password".
+
+The schema carries the fields of ConductorOne's Go connector (`userName`, `email`, `givenName`,
+`familyName`, `displayName`), so that account requests built for it work unchanged, and this connector's
+own optional fields (`display_name`, and for invitations `workspace`, `role`, `groups`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from connector.apps.atlassian.client import AdminApiError, Json
+from connector.apps.atlassian.client import R_USERS_SEARCH, AdminApiError, Json
 from connector.apps.atlassian.errors import provisioning_error
-from connector.apps.atlassian.resources import USER, user_resource
+from connector.apps.atlassian.resources import USER, missing_field, user_resource
 from connector.apps.atlassian.shared import Shared, log
 from connector.pb.c1.connector.v2 import connector_pb2, resource_pb2
 from connector.sdk.errors import invalid_argument
@@ -43,7 +47,8 @@ def _strings(profile: dict[str, Any], key: str) -> list[str]:
 
 
 def _scim_account_id(body: Any) -> str:
-    """The Atlassian account id from a SCIM user's Atlassian extension, when present."""
+    """The Atlassian account id from a SCIM user's Atlassian extension
+    (`urn:scim:schemas:extension:atlassian-external:1.0`; any version of it), when present."""
     if not isinstance(body, dict):
         return ""
     for key, value in body.items():
@@ -52,6 +57,33 @@ def _scim_account_id(body: Any) -> str:
             if isinstance(found, str):
                 return found
     return ""
+
+
+def _account_id(user: Json) -> str:
+    """The accountId of a user found by a search; a record without one is a malformed answer."""
+    account_id = user.get("accountId")
+    if not isinstance(account_id, str) or not account_id:
+        raise missing_field(R_USERS_SEARCH, "an account", "accountId")
+    return account_id
+
+
+def _text_field(
+    order: int,
+    name: str,
+    description: str,
+    *,
+    required: bool = False,
+    placeholder: str = "",
+    default: str = "",
+) -> Schema.Field:
+    return Schema.Field(
+        display_name=name,
+        required=required,
+        description=description,
+        placeholder=placeholder,
+        order=order,
+        string_field=Schema.StringField(default_value=default) if default else Schema.StringField(),
+    )
 
 
 class AtlassianAccountManager(AccountManager):
@@ -66,53 +98,62 @@ class AtlassianAccountManager(AccountManager):
 
     def account_creation_schema(self) -> connector_pb2.ConnectorAccountCreationSchema:
         schema = Schema()
-        schema.field_map["email"].CopyFrom(
-            Schema.Field(
-                display_name="Email",
+        fields = schema.field_map
+        fields["userName"].CopyFrom(
+            _text_field(
+                1,
+                "Username",
+                "Username of the new account: its email address (SCIM userName; defaults to the email)",
                 required=True,
-                description="Email address of the new account (also its login)",
-                placeholder="jane.doe@example.com",
-                order=1,
-                string_field=Schema.StringField(),
+                placeholder="user@example.com",
             )
         )
-        schema.field_map["display_name"].CopyFrom(
-            Schema.Field(
-                display_name="Display name",
-                required=False,
-                description="Full name (used by SCIM; invitations take the name from the Atlassian account)",
-                placeholder="Jane Doe",
-                order=2,
-                string_field=Schema.StringField(),
+        fields["email"].CopyFrom(
+            _text_field(
+                2,
+                "Email",
+                "Email address of the new account",
+                required=True,
+                placeholder="jane.doe@example.com",
             )
+        )
+        fields["givenName"].CopyFrom(_text_field(3, "Given name", "First name (SCIM)", placeholder="Jane"))
+        fields["familyName"].CopyFrom(_text_field(4, "Family name", "Last name (SCIM)", placeholder="Doe"))
+        fields["displayName"].CopyFrom(
+            _text_field(
+                5,
+                "Display name",
+                "Full name (used by SCIM; invitations take the name from the Atlassian account)",
+                placeholder="Jane Doe",
+            )
+        )
+        fields["display_name"].CopyFrom(
+            _text_field(6, "Display name (alternative)", "Same as displayName", placeholder="Jane Doe")
         )
         if not self.use_scim:
-            schema.field_map["workspace"].CopyFrom(
-                Schema.Field(
-                    display_name="Initial workspace",
-                    required=False,
-                    description="Workspace id (ARI) to give the invited user a role on",
+            fields["workspace"].CopyFrom(
+                _text_field(
+                    7,
+                    "Initial workspace",
+                    "Workspace id (ARI) to give the invited user a role on",
                     placeholder="ari:cloud:jira-software::site/<cloudId>",
-                    order=3,
-                    string_field=Schema.StringField(),
                 )
             )
-            schema.field_map["role"].CopyFrom(
-                Schema.Field(
-                    display_name="Initial role",
-                    required=False,
-                    description="Role on the initial workspace",
+            fields["role"].CopyFrom(
+                _text_field(
+                    8,
+                    "Initial role",
+                    "Role on the initial workspace",
                     placeholder=DEFAULT_ROLE,
-                    order=4,
-                    string_field=Schema.StringField(default_value=DEFAULT_ROLE),
+                    default=DEFAULT_ROLE,
                 )
             )
-            schema.field_map["groups"].CopyFrom(
+            fields["groups"].CopyFrom(
                 Schema.Field(
                     display_name="Groups",
                     required=False,
                     description="Group ids to add the invited user to",
-                    order=5,
+                    order=9,
                     string_list_field=Schema.StringListField(),
                 )
             )
@@ -125,12 +166,11 @@ class AtlassianAccountManager(AccountManager):
         email = (
             _string(profile, "email") or next((e.address for e in info.emails if e.address), "") or info.login
         )
-        email = email.strip()
+        email = (email or _string(profile, "userName")).strip()
         if "@" not in email or email.startswith("@") or email.endswith("@"):
-            raise invalid_argument(f"create account needs an email address (got {email!r})")
-        display = _string(profile, "display_name", "displayName", "name")
+            raise invalid_argument(f"create account needs an email address in 'email' (got {email!r})")
         if self.use_scim:
-            return await self._scim(email, display)
+            return await self._scim(email, profile)
         return await self._invite(email, profile)
 
     async def _find(self, email: str) -> Json | None:
@@ -175,7 +215,7 @@ class AtlassianAccountManager(AccountManager):
                 return CreateAccountResult(
                     "in_progress", message="invitation sent; the account is not visible yet"
                 )
-            account_id = str(found["accountId"])
+            account_id = _account_id(found)
         problems = []
         results = item.get("results")
         for result in results if isinstance(results, list) else []:
@@ -191,23 +231,32 @@ class AtlassianAccountManager(AccountManager):
             log.warning("invite_partial", account_id=account_id, problems="; ".join(problems))
         return CreateAccountResult("success", resource=await self._resource(account_id, email))
 
-    async def _scim(self, email: str, display: str) -> CreateAccountResult:
-        given, _, family = display.partition(" ")
+    async def _scim(self, email: str, profile: dict[str, Any]) -> CreateAccountResult:
+        user_name = _string(profile, "userName") or email
+        given = _string(profile, "givenName", "given_name")
+        family = _string(profile, "familyName", "family_name")
+        display = _string(profile, "displayName", "display_name", "name")
+        if not (given or family) and display:
+            given, _, family = display.partition(" ")
         body: Json = {
             "schemas": [SCIM_USER_SCHEMA],
-            "userName": email,
+            "userName": user_name,
             "emails": [{"value": email, "type": "work", "primary": True}],
-            "displayName": display or email,
+            "displayName": display or " ".join(p for p in (given, family) if p) or email,
             "active": True,
         }
-        if given and family:
-            body["name"] = {"givenName": given, "familyName": family}
+        if given or family:
+            body["name"] = {k: v for k, v in (("givenName", given), ("familyName", family)) if v}
         status, answer = await self.shared.client.scim_create_user(body)
         account_id = _scim_account_id(answer) if status != 409 else ""
         user: Json | None = None
         if not account_id:
             user = await self._find(email)
-            account_id = str(user["accountId"]) if user else ""
+            account_id = _account_id(user) if user else ""
+        if not account_id and status != 409 and isinstance(answer, dict):
+            # As the Go connector: without the Atlassian extension the SCIM id is all there is.
+            scim_id = answer.get("id")
+            account_id = scim_id if isinstance(scim_id, str) else ""
         if not account_id:
             return CreateAccountResult(
                 "in_progress", message="SCIM accepted the user; the Atlassian account is not visible yet"

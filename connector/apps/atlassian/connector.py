@@ -10,6 +10,7 @@ from google.protobuf.message import Message
 from connector.apps.atlassian.accounts import AtlassianAccountManager
 from connector.apps.atlassian.client import AdminApiError, AtlassianClient
 from connector.apps.atlassian.groups import GroupSyncer
+from connector.apps.atlassian.organization import OrganizationSyncer
 from connector.apps.atlassian.settings import AtlassianSettings
 from connector.apps.atlassian.shared import Shared
 from connector.apps.atlassian.tokens import ApiTokenSyncer
@@ -23,7 +24,8 @@ from connector.sdk.interface import AccountManager, Connector, ResourceSyncer
 
 KEY_HELP = (
     "use an organization API key created by an Org admin at admin.atlassian.com > Settings > API keys "
-    "(choose 'API key without scopes') in --api-token / BATON_API_TOKEN"
+    "(choose 'API key without scopes') in --access-token / BATON_ACCESS_TOKEN "
+    "(or --api-token / BATON_API_TOKEN)"
 )
 
 
@@ -48,6 +50,7 @@ class AtlassianConnector(Connector):
             UserSyncer(self.shared),
             GroupSyncer(self.shared),
             WorkspaceSyncer(self.shared),
+            OrganizationSyncer(self.shared),
             ApiTokenSyncer(self.shared),
         ]
         self._accounts = AtlassianAccountManager(self.shared, use_scim=use_scim)
@@ -57,8 +60,8 @@ class AtlassianConnector(Connector):
             display_name="Atlassian",
             help_url="https://developer.atlassian.com/cloud/admin/organization/rest/intro/",
             description=(
-                "Accounts, groups, workspaces (product roles) and API tokens of an Atlassian Cloud "
-                "organization, through the organization admin API"
+                "Accounts, groups, workspaces (product roles), organization roles and API tokens of an "
+                "Atlassian Cloud organization, through the organization admin API"
             ),
         )
 
@@ -78,8 +81,8 @@ class AtlassianConnector(Connector):
                     grpc.StatusCode.NOT_FOUND,
                     f"organization {org!r} is not visible to this API key "
                     f"({err.api_code or err.http_status} {err.title}).{await self._visible_orgs()} "
-                    "Check --org / BATON_ORG (the id after /o/ in admin.atlassian.com URLs) and that the "
-                    "key was created in that organization",
+                    "Check --organization-id / BATON_ORGANIZATION_ID (or --org / BATON_ORG; the id after "
+                    "/o/ in admin.atlassian.com URLs) and that the key was created in that organization",
                 ) from err
             raise
         if self.client.scim is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 
-from connector.apps.atlassian.client import PAGE_LIMIT, AdminApiError, Json
+from connector.apps.atlassian.client import PAGE_LIMIT, R_GROUPS_SEARCH, AdminApiError, Json
 from connector.apps.atlassian.errors import provisioning_error
 from connector.apps.atlassian.resources import (
     GROUP,
@@ -69,7 +69,7 @@ class GroupSyncer(ResourceSyncer, ResourceGetter, GrantProvisioner):
         body: Json = {"limit": PAGE_LIMIT, "expand": ["counts.users", "counts.resources"]}
         items, cursor, _ = await self.shared.client.groups_search_page(body, page_token or None)
         self.shared.state.roles.note_groups(items, last=cursor is None)
-        return Page([group_resource(g) for g in items], cursor or "")
+        return Page([group_resource(g, R_GROUPS_SEARCH) for g in items], cursor or "")
 
     async def entitlements(self, resource: Resource, page_token: str) -> Page[Entitlement]:
         profile = profile_of(resource, annotation_trait_pb2.GroupTrait)

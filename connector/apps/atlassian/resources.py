@@ -1,9 +1,10 @@
 """Resource types of the Atlassian connector and the builders that turn admin-API JSON into resources.
 
-Ids are the upstream's own: `user` = accountId, `group` = group id, `workspace` = the workspace id exactly as
-the workspaces API returns it (an ARI such as `ari:cloud:jira-software::site/<cloudId>`), `api_token` = token
-id. Entitlement slugs of workspaces are Atlassian role ids (`atlassian/user`), so an entitlement id reads
-`workspace:<ARI>:atlassian/user` (colons are not escaped, as in every baton connector).
+Ids are the upstream's own and equal to those of ConductorOne's current Go connector: `user` = accountId,
+`group` = group id, `workspace` = the workspace id exactly as the workspaces API returns it (an ARI such as
+`ari:cloud:jira-software::site/<cloudId>`), `organization` = the organization id, `api_token` = token id.
+Role entitlements have the slug `role:<Atlassian role id>`, so ids read `workspace:<ARI>:role:atlassian/user`
+and `organization:<orgId>:role:atlassian/org-admin` (colons are not escaped, as in every baton connector).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from connector.pb.c1.connector.v2 import annotation_trait_pb2, resource_pb2
 from connector.sdk import model
+from connector.sdk.errors import UpstreamError
 
 Json = dict[str, Any]
 Trait = resource_pb2.ResourceType.Trait
@@ -35,6 +37,11 @@ WORKSPACE = model.resource_type(
     [Trait.TRAIT_APP],
     description="Product instances (Jira, Confluence, ...); entitlements are product roles",
 )
+ORGANIZATION = model.resource_type(
+    "organization",
+    "Organization",
+    description="The Atlassian organization; entitlements are the organization-level (platform) roles",
+)
 API_TOKEN = model.resource_type(
     "api_token",
     "API Token",
@@ -44,10 +51,36 @@ API_TOKEN = model.resource_type(
 )
 
 MEMBER = "member"
+ROLE_PREFIX = "role:"
 
-# Roles each product offers, as Atlassian spells them (spec A.4.5). The workspaces API does not list the
-# roles of a workspace: this table gives the roles a workspace offers even when nobody holds them yet
-# (unknown products get the two every product has); roles.py adds any other role found in the data.
+# Every workspace offers these roles, in this order, as ConductorOne's Go connector does: ids of
+# entitlements that nobody holds yet must exist too, so that they can be requested.
+FIXED_ROLES: tuple[str, ...] = tuple(
+    f"atlassian/{r}"
+    for r in (
+        "user",
+        "user-access-admin",
+        "admin",
+        "guest",
+        "contributor",
+        "customer",
+        "basic",
+        "stakeholder",
+        "site-admin",
+        "org-admin",
+    )
+)
+# Organization-level roles (role assignments owned by `platform`).
+ORG_ROLES: tuple[str, ...] = (
+    "atlassian/org-admin",
+    "atlassian/site-admin",
+    "atlassian/user-access-admin",
+    "atlassian/ai-access",
+)
+
+# Roles each product is known to offer, as Atlassian spells them (spec A.4.5). The workspaces API does not
+# list the roles of a workspace: this table says which roles are worth asking about (roles.py searches the
+# holders of these at once and checks with one count whether anyone holds the other FIXED_ROLES).
 PRODUCT_ROLES: dict[str, tuple[str, ...]] = {
     "jira-software": ("atlassian/user", "atlassian/admin", "atlassian/user-access-admin", "atlassian/guest"),
     "jira-core": ("atlassian/user", "atlassian/admin", "atlassian/user-access-admin"),
@@ -77,20 +110,45 @@ ROLE_LABELS: dict[str, str] = {
     "atlassian/contributor": "Contributor",
     "atlassian/basic": "Basic",
     "atlassian/viewer": "Viewer",
+    "atlassian/site-admin": "Site admin",
+    "atlassian/org-admin": "Organization admin",
+    "atlassian/ai-access": "AI access",
 }
 
-# Composite v2 status -> baton status (the issue's mapping; not_invited = no directory membership).
+ResourceStatus = resource_pb2.Status.ResourceStatus
+
+# Composite v2 status -> baton status, as the Go connector maps it: an account marked for deletion is
+# still restorable during Atlassian's 14-day grace period, so it is disabled, not deleted.
+_DISABLED = ("suspended", "deactivated", "not_invited", "for_deletion")
 _STATUS: dict[str, int] = {
     "active": UserStatus.STATUS_ENABLED,
-    "suspended": UserStatus.STATUS_DISABLED,
-    "deactivated": UserStatus.STATUS_DISABLED,
-    "not_invited": UserStatus.STATUS_DISABLED,
-    "for_deletion": UserStatus.STATUS_DELETED,
+    **dict.fromkeys(_DISABLED, UserStatus.STATUS_DISABLED),
+}
+_RESOURCE_STATUS: dict[str, int] = {
+    "active": ResourceStatus.RESOURCE_STATUS_ENABLED,
+    **dict.fromkeys(_DISABLED, ResourceStatus.RESOURCE_STATUS_DISABLED),
 }
 
 
 def roles_for(type_key: str) -> tuple[str, ...]:
+    """The roles a product is known to offer (a subset of FIXED_ROLES for every product in the table)."""
     return PRODUCT_ROLES.get(type_key, DEFAULT_ROLES)
+
+
+def role_slug(role: str) -> str:
+    return ROLE_PREFIX + role
+
+
+def role_of_slug(slug: str) -> str:
+    """The Atlassian role of a `role:<role>` slug; a bare role id (ids before 2026-12) is taken as is."""
+    return slug[len(ROLE_PREFIX) :] if slug.startswith(ROLE_PREFIX) else slug
+
+
+def missing_field(route: str, what: str, field: str, method: str = "POST") -> UpstreamError:
+    """A record the API sent without the field that names it: the answer is malformed, not our data."""
+    return UpstreamError(
+        "atlassian", method, route, 200, f"malformed answer: {what} without its {field!r} field"
+    )
 
 
 def role_label(role: str) -> str:
@@ -139,8 +197,10 @@ def last_active(user: Json) -> dt.datetime | None:
     return latest
 
 
-def user_resource(user: Json) -> resource_pb2.Resource:
+def user_resource(user: Json, route: str = "") -> resource_pb2.Resource:
     account_id = _str(user.get("accountId"))
+    if not account_id:
+        raise missing_field(route or "users", "an account", "accountId")
     email = _str(user.get("email"))
     status = user_status(user)
     account_type = _str(user.get("accountType"))
@@ -155,6 +215,7 @@ def user_resource(user: Json) -> resource_pb2.Resource:
         "email": email or None,
         "email_verified": user.get("emailVerified"),
         "name": user.get("name"),
+        "username": user.get("name"),  # the Go connector's key for the same value
         "nickname": user.get("nickname"),
         "claim_status": user.get("claimStatus"),
         "management_source": user.get("managementSource"),
@@ -182,7 +243,10 @@ def user_resource(user: Json) -> resource_pb2.Resource:
         last_login=seen,
     )
     display = _str(user.get("name")) or _str(user.get("nickname")) or email or account_id
-    return model.user_resource(display, USER, account_id, trait)
+    res = model.user_resource(display, USER, account_id, trait)
+    res.status.status = _RESOURCE_STATUS.get(status, ResourceStatus.RESOURCE_STATUS_UNSPECIFIED)  # type: ignore[assignment]
+    res.status.details = status
+    return res
 
 
 def group_read_only(group: Json) -> bool:
@@ -192,8 +256,10 @@ def group_read_only(group: Json) -> bool:
     return bool(group.get("externalSynced")) or modifiable is False or group.get("managedBy") == "external"
 
 
-def group_resource(group: Json) -> resource_pb2.Resource:
+def group_resource(group: Json, route: str = "") -> resource_pb2.Resource:
     group_id = _str(group.get("id"))
+    if not group_id:
+        raise missing_field(route or "groups", "a group", "id")
     counts = group.get("counts") if isinstance(group.get("counts"), dict) else {}
     read_only = group_read_only(group)
     profile = {
@@ -220,8 +286,10 @@ def cloud_id(ari: str) -> str:
     return tail if sep else ""
 
 
-def workspace_resource(ws: Json) -> resource_pb2.Resource:
+def workspace_resource(ws: Json, route: str = "") -> resource_pb2.Resource:
     ws_id = _str(ws.get("id"))
+    if not ws_id:
+        raise missing_field(route or "workspaces", "a workspace", "id")
     attrs = ws.get("attributes") if isinstance(ws.get("attributes"), dict) else {}
     assert isinstance(attrs, dict)
     type_key = _str(attrs.get("typeKey")) or _str(attrs.get("type"))
@@ -248,6 +316,14 @@ def workspace_resource(ws: Json) -> resource_pb2.Resource:
         help_url=host,
         description=description,
     )
+
+
+def organization_resource(org: Json, org_id: str) -> resource_pb2.Resource:
+    """The organization from `GET v1/orgs/{org}`; its id is the configured one the grants name."""
+    attrs = org.get("attributes") if isinstance(org.get("attributes"), dict) else {}
+    assert isinstance(attrs, dict)
+    name = _str(attrs.get("name"))
+    return model.new_resource(name or org_id, ORGANIZATION, org_id, description="Atlassian organization")
 
 
 def profile_of(resource: resource_pb2.Resource, kind: type[Any]) -> dict[str, Any]:

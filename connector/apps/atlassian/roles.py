@@ -9,8 +9,11 @@ has, and what this module combines:
 * `GET users/count` filtered by workspace, with and without the roles we know: when more accounts hold
   *some* role on a workspace than hold a known one, someone holds a role we do not know yet. Only then are
   the workspace's holders listed and the unexplained accounts' role assignments read, which names the
-  role. Entitlements of a workspace = its product's roles (`resources.PRODUCT_ROLES`) + roles seen in
-  data, so a role missing from the table still syncs, with its id verbatim as the slug.
+  role. Entitlements of a workspace = the fixed roles every workspace offers (`resources.FIXED_ROLES`,
+  as ConductorOne's Go connector) + roles seen in data, so a role missing from both still syncs.
+* The roles worth searching are the product's (`resources.PRODUCT_ROLES`) and those seen in data. For
+  the rest of the fixed roles, one `GET users/count` per workspace (filtered by all of them) says whether
+  anyone holds any of them; only then are their holders searched.
 * `POST users/search {resourceIds, roleIds}` per (workspace, role): who holds the role. Whether this
   includes holders through a group is not documented, so the answer is used in a way that is right
   either way: an account that is not in any group holding the role holds it directly; an account that
@@ -36,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from connector.apps.atlassian.client import PAGE_LIMIT, AdminApiError, AtlassianClient, Json
-from connector.apps.atlassian.resources import roles_for
+from connector.apps.atlassian.resources import FIXED_ROLES, roles_for
 from connector.ops.logging import get_logger
 
 log = get_logger("connector.apps.atlassian.roles")
@@ -148,6 +151,7 @@ class WorkspaceRoles:
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._extra: dict[str, set[str]] = defaultdict(set)  # workspace -> roles discovered from users
         self._resolved: dict[tuple[str, str], asyncio.Task[RoleHolders]] = {}
+        self._rare: dict[str, asyncio.Task[int | None]] = {}  # workspace -> holders of its unlikely roles
         # Role assignments of single accounts: futures filled by a few workers from a queue (thousands of
         # accounts may be asked for at once; a task each would hold a coroutine per waiting account).
         self._assignments: dict[str, asyncio.Future[Assignments]] = {}
@@ -195,12 +199,16 @@ class WorkspaceRoles:
     def _group_holders(self, ws: str) -> dict[str, set[str]]:
         return self._by_ws.get(ws, {}) if self._by_ws is not None else {}
 
-    def known_roles(self, ws: str) -> tuple[str, ...]:
-        """The product's roles first (table order), then roles seen in data (sorted)."""
+    def likely_roles(self, ws: str) -> tuple[str, ...]:
+        """Roles someone may well hold: the product's (table order), then roles seen in data (sorted)."""
         base = self._table(ws)
         seen = set(self._group_holders(ws)) | self._extra.get(ws, set())
         seen |= self._remembered_at_start.get(ws, frozenset())
         return base + tuple(sorted(seen - set(base)))
+
+    def known_roles(self, ws: str) -> tuple[str, ...]:
+        """The roles a workspace offers: the fixed ones (their order), then any other likely one (sorted)."""
+        return FIXED_ROLES + tuple(sorted(set(self.likely_roles(ws)) - set(FIXED_ROLES)))
 
     async def roles_of(self, ws: str, type_key: str) -> tuple[str, ...]:
         self.note_workspace(ws, type_key)
@@ -258,7 +266,7 @@ class WorkspaceRoles:
     async def _discover(self, ws: str) -> None:
         """Count check: does anyone hold a role on `ws` that we do not know? If so, find out which."""
         await asyncio.shield(self._group_roles_task())
-        known = self.known_roles(ws)
+        known = self.likely_roles(ws)
         if len(known) > MAX_FILTER_IDS:
             self.counters["role_checks_skipped"] += 1
             return
@@ -319,7 +327,19 @@ class WorkspaceRoles:
     def _resolve_task(self, ws: str, role: str) -> asyncio.Task[RoleHolders]:
         return _cached(self._resolved, (ws, role), lambda: self._resolve(ws, role))
 
+    def _rare_task(self, ws: str) -> asyncio.Task[int | None]:
+        return _cached(self._rare, ws, lambda: self._count_rare(ws))
+
+    async def _count_rare(self, ws: str) -> int | None:
+        rare = [r for r in FIXED_ROLES if r not in self.likely_roles(ws)]
+        return await self._count({"resourceIds": [ws], "roleIds": rare}) if rare else 0
+
     async def _resolve(self, ws: str, role: str) -> RoleHolders:
+        if role not in self.likely_roles(ws):
+            await asyncio.shield(self._check_task(ws))  # what is likely is settled once the check is done
+            if role not in self.likely_roles(ws) and await asyncio.shield(self._rare_task(ws)) == 0:
+                self.counters["rare_role_searches_skipped"] += 1
+                return RoleHolders()
         query: Json = {"resourceIds": [ws], "roleIds": [role], "limit": PAGE_LIMIT}
         async with self._slot():
             found = await self._client.search_users(query)
@@ -421,12 +441,14 @@ class WorkspaceRoles:
         """Roles an account's assignments reveal: part of this sync while its workspace's roles are still
         being worked out, else (the entitlements may be listed already) remembered for the next sync."""
         for ws, role in assignments:
-            if ws not in self.types or role in self.known_roles(ws):
+            if ws not in self.types or role in self.likely_roles(ws):
                 continue
             check = self._checks.get(ws)
             if check is None or not check.done():
                 self._extra[ws].add(role)
                 continue
+            if role in FIXED_ROLES:
+                continue  # offered already; its holders are found through the count of unlikely roles
             if (ws, role) in self._late_logged:
                 continue
             self._late_logged.add((ws, role))
@@ -437,7 +459,11 @@ class WorkspaceRoles:
     # --- lifecycle ---------------------------------------------------------------------------------
 
     def tasks(self) -> list[asyncio.Task[Any]]:
-        out: list[asyncio.Task[Any]] = [*self._checks.values(), *self._resolved.values()]
+        out: list[asyncio.Task[Any]] = [
+            *self._checks.values(),
+            *self._resolved.values(),
+            *self._rare.values(),
+        ]
         out += self._readers
         if self._group_roles is not None:
             out.append(self._group_roles)

@@ -1,8 +1,9 @@
 """Configuration of baton-atlassian: the organization API key and ID, plus optional SCIM credentials.
 
-Flag and env names follow ConductorOne's set-up guide (BATON_API_TOKEN, BATON_ORG, BATON_SCIM_TOKEN,
-BATON_SCIM_BASE_URL); `--organization` / BATON_ORGANIZATION is accepted as an alias of `--org` because the
-public Go connector used that name.
+Both spellings in use are accepted: those of ConductorOne's current Go connector (BATON_ACCESS_TOKEN,
+BATON_ORGANIZATION_ID, BATON_BASE_URL) and those of its set-up guide (BATON_API_TOKEN, BATON_ORG), each secret
+also as `_FILE`; `--organization` / BATON_ORGANIZATION (the 2025 Go connector's name) too. Two spellings of
+one setting that disagree are a configuration error naming both.
 """
 
 from __future__ import annotations
@@ -28,18 +29,21 @@ def _check_url(value: str, flag: str) -> str:
 
 class AtlassianSettings(BatonSettings):
     api_token: SecretStr = Field(
+        validation_alias=AliasChoices("api_token", "access_token"),
         description=(
             "Atlassian organization API key (admin.atlassian.com > Settings > API keys, "
             "'API key without scopes'; created by an Org admin)"
-        )
+        ),
     )
     org: str = Field(
-        validation_alias=AliasChoices("org", "organization"),
+        validation_alias=AliasChoices("org", "organization_id", "organization"),
         description="Atlassian organization ID (the id after /o/ in admin.atlassian.com URLs)",
     )
     api_base_url: str = Field(
         DEFAULT_API_BASE_URL,
-        description="Base URL of the Atlassian admin API (change only for a proxy or the sandbox)",
+        validation_alias=AliasChoices("api_base_url", "base_url"),
+        description="Base URL of the Atlassian API; /admin/... and /users/... are appended "
+        "(change only for a proxy or the sandbox)",
     )
     scim_token: SecretStr | None = Field(
         None,

@@ -7,7 +7,8 @@ in the background as soon as users are first listed, ahead of the sync engine, a
 
 * the `user` listing (the engine's page token is the pass's page number);
 * the `group` member grants (an index group id -> account ids, complete when the pass ends);
-* the membership side of workspace role grants (see `roles.py`, which holds the role state of a sync).
+* the membership side of workspace role grants (see `roles.py`, which holds the role state of a sync);
+* the organization role grants (the users' expanded `platformRoles`).
 
 Everything here lives for one sync: `cleanup()` (end of every sync) drops it.
 """
@@ -21,10 +22,21 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
-from connector.apps.atlassian.client import PAGE_LIMIT, AdminApiError, AtlassianClient, Json
+from connector.apps.atlassian.client import PAGE_LIMIT, R_USERS_SEARCH, AdminApiError, AtlassianClient, Json
+from connector.apps.atlassian.resources import missing_field
 from connector.apps.atlassian.roles import PassRestarted, WorkspaceRoles
 
 USER_EXPAND = ["groups", "productAccess", "platformRoles"]
+
+
+def platform_roles(user: Json) -> list[str]:
+    """The organization-level roles of an account, from `platformRoles` (role ids, or objects naming one)."""
+    out: list[str] = []
+    for item in user.get("platformRoles") or []:
+        role = item.get("role") or item.get("roleId") if isinstance(item, dict) else item
+        if isinstance(role, str) and role:
+            out.append(role)
+    return out
 
 
 class PageGone(LookupError):
@@ -52,6 +64,7 @@ class UserPass:
         self.error: BaseException | None = None
         self.members: dict[str, list[str]] = defaultdict(list)
         self.groups_of: dict[str, list[str]] = {}  # account id -> its groups, for every account seen so far
+        self.platform: dict[str, list[str]] = defaultdict(list)  # organization role -> account ids
         self.users_seen = 0
         self.requests = 0
         self.walks = 0
@@ -121,8 +134,8 @@ class UserPass:
         fresh: list[Json] = []
         for user in items:
             account_id = user.get("accountId")
-            if not isinstance(account_id, str):
-                continue
+            if not isinstance(account_id, str) or not account_id:
+                raise missing_field(R_USERS_SEARCH, "an account", "accountId")
             first = self._seen.get(account_id)
             if first is not None:
                 if first != direction:
@@ -137,6 +150,8 @@ class UserPass:
                     self.members[gid].append(account_id)
                     gids.append(gid)
             self.groups_of[account_id] = gids
+            for role in platform_roles(user):
+                self.platform[role].append(account_id)
         self.users_seen += len(fresh)
         return fresh
 
@@ -158,12 +173,19 @@ class UserPass:
                 raise self.error
             return [], False
 
-    async def memberships(self) -> dict[str, list[str]]:
+    async def finished(self) -> None:
         async with self._cond:
             await self._cond.wait_for(lambda: self.done or self.error is not None)
             if self.error is not None:
                 raise self.error
+
+    async def memberships(self) -> dict[str, list[str]]:
+        await self.finished()
         return self.members
+
+    async def platform_roles(self) -> dict[str, list[str]]:
+        await self.finished()
+        return self.platform
 
     async def until_progress(self, fetched: int) -> None:
         """Wait until more pages than `fetched` are in (or the pass ended); raises the pass's error."""
@@ -227,6 +249,14 @@ class SyncState:
                 return await self.ensure_user_pass().memberships()
             except PassRestarted:
                 continue  # a newer pass has taken over: wait for that one
+
+    async def platform_roles(self) -> dict[str, list[str]]:
+        """Organization role -> holders, from the user walk (waits for it to end)."""
+        while True:
+            try:
+                return await self.ensure_user_pass().platform_roles()
+            except PassRestarted:
+                continue
 
     @property
     def active(self) -> bool:

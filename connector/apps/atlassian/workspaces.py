@@ -1,17 +1,21 @@
-"""The `workspace` syncer: product instances, one entitlement per product role, grants to users and groups,
-and role provisioning (users: v1 roles/assign|revoke; groups: v2 group role-assignments)."""
+"""The `workspace` syncer: product instances, one entitlement per role (`workspace:<ARI>:role:<role>`),
+grants to users and groups, and role provisioning (users: v1 roles/assign|revoke; groups: v2 group
+role-assignments)."""
 
 from __future__ import annotations
 
-from connector.apps.atlassian.client import AdminApiError, Json
+from connector.apps.atlassian.client import R_WORKSPACES, AdminApiError, Json
 from connector.apps.atlassian.errors import provisioning_error
 from connector.apps.atlassian.resources import (
     GROUP,
     MEMBER,
+    ROLE_PREFIX,
     USER,
     WORKSPACE,
     profile_of,
     role_label,
+    role_of_slug,
+    role_slug,
     workspace_resource,
 )
 from connector.apps.atlassian.roles import assignment_roles, is_direct
@@ -47,12 +51,25 @@ def type_key_of(resource: Resource) -> str:
     return parts[2] if len(parts) > 3 and parts[0] == "ari" else ""
 
 
-def _role_of(entitlement: Entitlement) -> str:
-    # Role ids contain "/" but never ":", so the slug is whatever follows the last colon of the id.
-    role = entitlement.slug or entitlement.id.rpartition(":")[2]
-    if "/" not in role:
-        raise invalid_argument(f"entitlement {entitlement.id!r} is not a workspace role")
-    return role
+def parse_role_entitlement(entitlement: Entitlement) -> tuple[str, str]:
+    """(workspace id, role) of `workspace:<ARI>:role:<role>`.
+
+    Role ids contain "/" but never ":", and ARIs contain ":", so the id is read from both ends: the type
+    first, the role last, `role` before it, the workspace in between (as the Go connector parses it). Ids
+    without the `role:` segment (this connector's ids before 2026-12) are still understood, so that grants
+    synced by an older version can be revoked.
+    """
+    eid = entitlement.id
+    parts = eid.split(":")
+    role = role_of_slug(entitlement.slug) if entitlement.slug else parts[-1]
+    if entitlement.slug:
+        middle_end = -2 if entitlement.slug.startswith(ROLE_PREFIX) else -1
+    else:
+        middle_end = -2 if len(parts) > 3 and parts[-2] == ROLE_PREFIX[:-1] else -1
+    ws_id = entitlement.resource.id.resource or ":".join(parts[1:middle_end])
+    if "/" not in role or not ws_id or (eid and parts[0] != WORKSPACE.id):
+        raise invalid_argument(f"entitlement {eid!r} is not a workspace role (workspace:<ARI>:role:<role>)")
+    return ws_id, role
 
 
 def _has_role(assignments: list[Json], resource_id: str, role: str, *, direct_only: bool) -> bool:
@@ -80,7 +97,7 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
         out = []
         roles = self.shared.state.roles
         for ws in items:
-            res = workspace_resource(ws)
+            res = workspace_resource(ws, R_WORKSPACES)
             roles.note_workspace(res.id.resource, type_key_of(res))
             out.append(res)
         if cursor is None:
@@ -96,9 +113,9 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
         for role in await self._roles(resource):
             label = role_label(role)
             ents.append(
-                model.assignment_entitlement(
+                model.permission_entitlement(
                     resource,
-                    role,
+                    role_slug(role),
                     grantable_to=[USER, GROUP],
                     display_name=f"{name} {label}",
                     description=f"{label} role ({role}) on {name}",
@@ -119,7 +136,7 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
         state.counters["grant_listings"] += 1
         holders = await state.roles.holders(resource.id.resource, role)
         grants = EncodedGrants()
-        enc = GrantEncoder(Resource(id=resource.id), role)  # slim resource: see GroupSyncer.grants
+        enc = GrantEncoder(Resource(id=resource.id), role_slug(role))  # slim resource: see GroupSyncer.grants
         for gid in holders.groups:
             member_ent = model.entitlement_id(model.resource_id(GROUP.id, gid), MEMBER)
             enc.add(grants, GROUP.id, gid, [model.expandable([member_ent])])
@@ -144,8 +161,7 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
         return group
 
     async def grant(self, principal: Resource, entitlement: Entitlement) -> GrantResult:
-        role = _role_of(entitlement)
-        ws_id = entitlement.resource.id.resource
+        ws_id, role = parse_role_entitlement(entitlement)
         client = self.shared.client
         kind = principal.id.resource_type
         pid = principal.id.resource
@@ -180,14 +196,15 @@ class WorkspaceSyncer(ResourceSyncer, GrantProvisioner):
             member_ent = model.entitlement_id(model.resource_id(GROUP.id, pid), MEMBER)
             annotations.append(model.expandable([member_ent]))
         res = (
-            entitlement.resource if entitlement.resource.id.resource else Resource(id=entitlement.resource.id)
+            entitlement.resource
+            if entitlement.resource.id.resource
+            else Resource(id=model.resource_id(WORKSPACE.id, ws_id))
         )
-        grant = model.new_grant(res, role, principal.id, annotations=annotations)
+        grant = model.new_grant(res, role_slug(role), principal.id, annotations=annotations)
         return GrantResult(grants=[grant], already_exists=already)
 
     async def revoke(self, grant: Grant) -> RevokeResult:
-        role = _role_of(grant.entitlement)
-        ws_id = grant.entitlement.resource.id.resource
+        ws_id, role = parse_role_entitlement(grant.entitlement)
         client = self.shared.client
         kind = grant.principal.id.resource_type
         pid = grant.principal.id.resource

@@ -215,6 +215,9 @@ class User:
     for_deletion: bool = False
     deactivated_on: str | None = None
     platform_roles: list[str] = field(default_factory=list)
+    # Role assignments on resources that are neither workspaces nor the organization: (owner, ARI, role),
+    # owner `project` or `goal` (Atlas / Townsquare).
+    other_roles: list[tuple[str, str, str]] = field(default_factory=list)
     # workspace id -> last active timestamp (ISO) for product access reporting
     last_active: dict[str, str] = field(default_factory=dict)
 
@@ -285,6 +288,7 @@ class ScimUser:
     display_name: str
     active: bool
     created: str
+    email: str = ""
 
 
 RoleKey = tuple[str, str]  # (workspace id, role)
@@ -534,6 +538,7 @@ def generate(spec: OrgSpec | None = None, *, role_delay: float = 0.0) -> OrgStat
     _make_memberships(state, spec)
     _make_roles(state, spec)
     _make_tokens(state, spec)
+    _make_platform_roles(state, spec)
     # Seat capacity: plenty everywhere except the first online jira-software workspace, which is full so
     # that the license-limit answer can be exercised.
     full_done = False
@@ -724,6 +729,28 @@ def _make_roles(state: OrgState, spec: OrgSpec) -> None:
         if user.account_type == "app":
             ws = ws_list[rng.randrange(len(ws_list))]
             state.roles.seed("user", user.account_id, ws.id, ws.roles[0])
+
+
+PLATFORM_ROLES = ("atlassian/site-admin", "atlassian/user-access-admin", "atlassian/ai-access")
+
+
+def _make_platform_roles(state: OrgState, spec: OrgSpec) -> None:
+    """Organization-level roles besides org-admin, and project / goal assignments.
+
+    Drawn from a generator of their own so that everything generated before keeps its values.
+    """
+    rng = random.Random(spec.seed * 7919 + 13)
+    humans = [u for u in state.users.values() if u.account_type == "atlassian" and u.status == "active"]
+    if not humans:
+        return
+    for i, role in enumerate(PLATFORM_ROLES):
+        for user in rng.sample(humans, k=min(len(humans), 2 + i)):
+            if role not in user.platform_roles:
+                user.platform_roles.append(role)
+    for owner, product in (("project", "townsquare"), ("goal", "townsquare")):
+        for user in rng.sample(humans, k=min(len(humans), 3)):
+            ari = f"ari:cloud:{product}::{owner}/{_uuid(rng)}"
+            user.other_roles.append((owner, ari, "atlassian/contributor"))
 
 
 def _make_tokens(state: OrgState, spec: OrgSpec) -> None:

@@ -59,6 +59,8 @@ from connector.sandbox.atlassian.data import (
 DEFAULT_API_KEY = "atl-sandbox-org-key"
 DEFAULT_OTHER_ORG_KEY = "atl-sandbox-other-org-key"
 DEFAULT_SCIM_TOKEN = "atl-sandbox-scim-token"
+# Where a SCIM user carries its Atlassian account id (as ConductorOne's Go connector reads it).
+SCIM_ATLASSIAN_EXTENSION = "urn:scim:schemas:extension:atlassian-external:1.0"
 
 V2_LIST_MAX = 100
 V2_LIST_DEFAULT = 50
@@ -99,6 +101,11 @@ class SandboxOptions:
     # or through a group; "direct" = direct assignments only. Atlassian does not document which; the
     # connector must be right under both.
     role_filter: str = "effective"
+    # Malformed answers: records without the field that names them, by kind ("user" drops accountId,
+    # "group" and "workspace" drop id), as a broken gateway or API change would send them.
+    malformed: frozenset[str] = frozenset()
+    # Whether SCIM users carry the Atlassian extension with their account id.
+    scim_extension: bool = True
 
 
 @dataclass
@@ -820,6 +827,8 @@ class AtlassianSandbox:
                     key=lambda g: g.name,
                 )
             ]
+        if "user" in self.options.malformed:
+            del item["accountId"]
         return item
 
     async def get_users(self, request: web.Request) -> web.Response:
@@ -901,19 +910,24 @@ class AtlassianSandbox:
                     "userDirectoryStatus": user.membership_status,
                 }
             )
-        for role in user.platform_roles:
+        others = [
+            ("platform", f"ari:cloud:platform::org/{self.state.org_id}", r) for r in user.platform_roles
+        ]
+        for owner, resource_id, role in [*others, *user.other_roles]:
             if "roleIds" in q and role not in q["roleIds"]:
                 continue
-            if "resourceIds" in q:
+            if "resourceIds" in q and resource_id not in q["resourceIds"]:
                 continue
+            platform = owner == "platform"
             items.append(
                 {
-                    "resourceId": f"ari:cloud:platform::org/{self.state.org_id}",
-                    "resourceOwner": "platform",
+                    "resourceId": resource_id,
+                    "resourceOwner": owner,
                     "roles": [role],
                     "roleAssignments": [{"role": role, "roleAssignmentMethods": ["direct"]}],
-                    "directoryId": None,
-                    "userDirectoryStatus": None,
+                    # Null for platform roles (spec A.4.5).
+                    "directoryId": None if platform else self.state.directory_id,
+                    "userDirectoryStatus": None if platform else user.membership_status,
                 }
             )
         limit = int(q["limit"])
@@ -943,6 +957,8 @@ class AtlassianSandbox:
             counts["resources"] = len(self.state.roles.group_roles(g.id))
         if counts:
             item["counts"] = counts
+        if "group" in self.options.malformed:
+            del item["id"]
         return item
 
     def _filter_groups(self, q: dict[str, Any]) -> list[str]:
@@ -1319,13 +1335,16 @@ class AtlassianSandbox:
         }
         if ws.sandbox:
             attrs["sandbox"] = {"type": "CHILD"}
-        return {
+        item: dict[str, Any] = {
             "id": ws.id,
             "type": "workspace",
             "attributes": attrs,
             "links": {"self": f"{self.base_url}/admin/v2/orgs/{self.state.org_id}/workspaces/{ws.id}"},
             "relationships": {},
         }
+        if "workspace" in self.options.malformed:
+            del item["id"]
+        return item
 
     def _match_query(self, ws: Workspace, query: Any) -> bool:
         if query is None:
@@ -1464,12 +1483,12 @@ class AtlassianSandbox:
 
     def _scim_json(self, s: ScimUser) -> dict[str, Any]:
         user = self.state.users.get(s.account_id)
-        return {
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        item: dict[str, Any] = {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", SCIM_ATLASSIAN_EXTENSION],
             "id": s.id,
             "userName": s.user_name,
             "displayName": s.display_name,
-            "emails": [{"value": s.user_name, "type": "work", "primary": True}],
+            "emails": [{"value": s.email or s.user_name, "type": "work", "primary": True}],
             "active": s.active,
             "meta": {
                 "resourceType": "User",
@@ -1477,10 +1496,12 @@ class AtlassianSandbox:
                 "lastModified": s.created,
                 "location": f"{self.scim_base_url}/Users/{s.id}",
             },
-            "urn:scim:schemas:extension:atlassian-external:1.1": {
-                "atlassianAccountId": user.account_id if user else None
-            },
+            SCIM_ATLASSIAN_EXTENSION: {"atlassianAccountId": user.account_id if user else None},
         }
+        if not self.options.scim_extension:
+            del item[SCIM_ATLASSIAN_EXTENSION]
+            item["schemas"] = item["schemas"][:1]
+        return item
 
     def _scim_dir(self, request: web.Request) -> web.Response | None:
         if request.match_info["scim_directory"] != self.state.scim_directory_id:
@@ -1512,10 +1533,13 @@ class AtlassianSandbox:
         if not isinstance(display, str) or not display:
             name = body.get("name") or {}
             display = " ".join(p for p in (name.get("givenName"), name.get("familyName")) if p) or user_name
+        email = _primary_email(body.get("emails")) or user_name
+        if not _EMAIL_RE.match(email):
+            return self._scim_error(400, "emails[].value must be an email address", "invalidValue")
         # An existing managed account with this email is linked to the directory instead of duplicated.
-        user = self.state.user_by_email(user_name)
+        user = self.state.user_by_email(email)
         if user is None:
-            user = self.state.new_account(user_name, name=display, management_source="synced")
+            user = self.state.new_account(email, name=display, management_source="synced")
         else:
             user.management_source = "synced"
             if user.membership_status == "no_membership":
@@ -1525,6 +1549,7 @@ class AtlassianSandbox:
             id=str(uuid.uuid4()),
             account_id=user.account_id,
             user_name=user_name,
+            email=email,
             display_name=display,
             active=bool(body.get("active", True)),
             created=iso(dt.datetime.now(dt.UTC)),
@@ -1570,6 +1595,14 @@ class _Unauthorized(Exception):
     def __init__(self, response: web.Response) -> None:
         super().__init__(response.status)
         self.response = response
+
+
+def _primary_email(emails: Any) -> str:
+    """The primary (else the first) address of a SCIM `emails` list."""
+    items = [e for e in emails if isinstance(e, dict)] if isinstance(emails, list) else []
+    chosen = next((e for e in items if e.get("primary") is True), items[0] if items else {})
+    value = chosen.get("value")
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _sort_by(value: Any, fields: set[str]) -> list[dict[str, str]]:
