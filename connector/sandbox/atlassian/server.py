@@ -15,6 +15,8 @@ What it reproduces (spec C.1):
   `ADMIN-429-1` (plus `Retry-After`, switchable) when empty;
 * eventual consistency of role changes, the jira-admin ARI quirk (ID-8887), endpoints "not enabled for
   this tenant", seat limits, IdP-synced groups that refuse changes, injected latency and failures.
+* v2 directory suspend / restore (org admins refused with a 400) and the user-management API's lifecycle
+  delete with its own `{"key","errorKey","errorDetail"}` envelope (see `_Lifecycle`).
 
 The server depends on nothing in `connector/` outside this package: it stands in for the outside world.
 """
