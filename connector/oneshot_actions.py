@@ -92,7 +92,10 @@ def main(
     except SettingsError as exc:
         print(f"{prog}: error: {exc}", file=err)
         return 2
-    return asyncio.run(_run(connector, settings, args, prog, out, err))
+    try:
+        return asyncio.run(_run(connector, settings, args, prog, out, err))
+    except KeyboardInterrupt:
+        return 130
 
 
 async def _run(
