@@ -17,6 +17,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from connector import oneshot_actions
 from connector.ops.logging import configure_logging, get_logger
 from connector.ops.settings import (
     BatonSettings,
@@ -91,6 +92,8 @@ def run_app(spec: AppSpec, argv: Sequence[str] | None = None) -> int:
         print(f"{spec.name}: error: {err}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format, secret_values(settings))
+    if command is None and oneshot_actions.requested(settings):
+        return oneshot_actions.main(spec.build, settings, spec.name, daemon=_is_daemon(settings))
     try:
         if command in SUBCOMMANDS:
             try:
@@ -105,6 +108,10 @@ def run_app(spec: AppSpec, argv: Sequence[str] | None = None) -> int:
         return asyncio.run(_run_service(spec, settings))
     except KeyboardInterrupt:
         return 130
+
+
+def _is_daemon(settings: BatonSettings) -> bool:
+    return bool(settings.client_id or os.environ.get("BATON_CLIENT_ID_FILE"))
 
 
 def _is_service(settings: BatonSettings) -> bool:

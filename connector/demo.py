@@ -2,8 +2,9 @@
 
 For each connector: a sandbox ConductorOne tenant (token endpoint + BatonService over TLS), the connector's
 sandbox upstream, and the real daemon (`run_daemon`) with the real app connector. The tenant then hands out
-a full sync, a grant, a revoke and (Confluence) a create-account task; the demo prints each task, how it
-was finished and what the uploaded c1z holds, and exits 0 when every task ended as expected.
+a full sync, a grant, a revoke, (Confluence) a create-account task and (Atlassian) the `disable_user` then
+`enable_user` actions; the demo prints each task, how it was finished and what the uploaded c1z holds, and
+exits 0 when every task ended as expected.
 
 An app whose sandbox (or app package) is missing is skipped; if no app can run, a small in-memory connector
 shows the same flow, so the demo always runs. `python -m connector demo toy` runs only that one.
@@ -46,6 +47,8 @@ class Scenario:
     grant: tuple[entitlement_pb2.Entitlement, resource_pb2.Resource] | None = None
     revoke: grant_pb2.Grant | None = None
     create_account: resource_pb2.AccountInfo | None = None
+    # (action name, arguments), invoked in order as action_invoke tasks
+    actions: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     app_name: str = "baton-toy"  # in the Hello build info and the user agent
 
@@ -159,6 +162,11 @@ async def atlassian_scenario(workdir: Path) -> AsyncIterator[Scenario | None]:
             and u.membership_status == "active"
             and u.account_id not in members[group.id]
         )
+        target = next(
+            u
+            for u in state.users.values()
+            if u.status == "active" and u.account_type == "atlassian" and not u.platform_roles
+        )
         ent, principal, _ = _membership(group.id, group.name, newcomer.account_id, newcomer.name)
         _, _, revoke = _membership(group.id, group.name, member, member)
         spec = app.SPEC
@@ -173,10 +181,15 @@ async def atlassian_scenario(workdir: Path) -> AsyncIterator[Scenario | None]:
             build=spec.build,
             grant=(ent, principal),
             revoke=revoke,
+            actions=[
+                ("disable_user", {"user_id": target.account_id}),
+                ("enable_user", {"user_id": target.account_id}),
+            ],
             app_name=spec.name,
             notes=[
                 f"grant:  add {newcomer.name!r} to group {group.name!r}",
                 f"revoke: remove account {member} from group {group.name!r}",
+                f"action: disable_user, then enable_user, for {target.name!r} ({target.account_id})",
             ],
         )
     finally:
@@ -227,6 +240,10 @@ def _report_uploads(tenant: TenantHandle, task_id: str) -> None:
         )
 
 
+def _invoker(tenant: TenantHandle, name: str, args: dict[str, Any]) -> Callable[[], str]:
+    return lambda: tenant.enqueue_action_invoke(name, args)
+
+
 async def _run_scenario(scenario: Scenario, workdir: Path) -> bool:
     _say(f"== {scenario.name} ==")
     for note in scenario.notes:
@@ -275,6 +292,8 @@ async def _run_scenario(scenario: Scenario, workdir: Path) -> bool:
         if scenario.create_account is not None:
             account = scenario.create_account
             steps.append(("account", lambda: tenant.enqueue_create_account(account)))
+        for name, args in scenario.actions:
+            steps.append((name, _invoker(tenant, name, args)))
         for label, enqueue in steps:
             started = time.monotonic()
             tid = enqueue()

@@ -14,6 +14,10 @@ def test_demo_runs_every_task_and_exits_0(capsys: pytest.CaptureFixture[str]) ->
     for label in ("sync", "grant", "revoke"):
         assert f"   {label:<11} task " in out
     assert "uploaded c1z:" in out and "error" not in out.lower()
+    # The Atlassian part invokes an action, disable then enable, and both complete.
+    for name in ("disable_user", "enable_user"):
+        assert f"   {name} task " in out
+    assert out.count('BATON_ACTION_STATUS_COMPLETE {"success": true}') == 2
 
 
 def test_demo_rejects_unknown_scenarios(capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,10 @@ from google.protobuf.descriptor import FieldDescriptor, FileDescriptor, ServiceD
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
+from connector.pb.c1.config.v1 import config_pb2
 from connector.pb.c1.connector.v2 import (
+    action_pb2,
+    action_pb2_grpc,
     annotation_grant_pb2,
     annotation_trait_pb2,
     asset_pb2,
@@ -273,6 +276,53 @@ def test_task_grant_golden() -> None:
     assert baton_pb2.Task.FromString(expected).WhichOneof("task_type") == "grant"
 
 
+def test_task_action_invoke_golden() -> None:
+    args = struct_pb2.Struct()
+    args.update({"user_id": "a1"})
+    task = baton_pb2.Task(
+        id=TASK_ID, action_invoke=baton_pb2.Task.ActionInvokeTask(name="disable_user", args=args)
+    )
+    # Struct{fields: map entry (field 1) {key: 0x0a "user_id"; value: 0x12 Value{string_value: 0x1a "a1"}}}
+    struct = b"\x0a\x0f" + b"\x0a\x07user_id" + b"\x12\x04" + b"\x1a\x02a1"
+    invoke = (
+        b"\x0a\x0cdisable_user"  # ActionInvokeTask.name: field 1; 12 bytes
+        + b"\x12\x11"
+        + struct  # ActionInvokeTask.args: field 2; 17 bytes
+    )
+    assert len(invoke) == 0x21
+    expected = (
+        b"\x0a\x1b"
+        + TASK_ID.encode()
+        # Task.action_invoke: field 117, LEN -> 938 -> varint 0xaa 0x07
+        + b"\xaa\x07\x21"
+        + invoke
+    )
+    _assert_golden(task, expected)
+    assert baton_pb2.Task.FromString(expected).WhichOneof("task_type") == "action_invoke"
+
+
+def test_action_schema_golden() -> None:
+    schema = action_pb2.BatonActionSchema(
+        name="disable_user",
+        arguments=[config_pb2.Field(name="user_id", is_required=True, string_field=config_pb2.StringField())],
+        return_types=[config_pb2.Field(name="success", bool_field=config_pb2.BoolField())],
+        action_type=[action_pb2.ACTION_TYPE_ACCOUNT, action_pb2.ACTION_TYPE_ACCOUNT_DISABLE],
+    )
+    expected = (
+        b"\x0a\x0cdisable_user"  # name: field 1
+        # arguments: field 2 -> Field{name: 0x0a; is_required: field 5 -> 0x28 0x01;
+        #   string_field: field 100 LEN -> 802 -> 0xa2 0x06, empty}
+        + b"\x12\x0e"
+        + b"\x0a\x07user_id\x28\x01\xa2\x06\x00"
+        # return_types: field 4 -> Field{name: 0x0a; bool_field: field 102 LEN -> 818 -> 0xb2 0x06, empty}
+        + b"\x22\x0c"
+        + b"\x0a\x07success\xb2\x06\x00"
+        # action_type: field 7, packed varints ACCOUNT = 2, ACCOUNT_DISABLE = 4
+        + b"\x3a\x02\x02\x04"
+    )
+    _assert_golden(schema, expected)
+
+
 def test_task_unknown_oneof_case_is_preserved_as_unknown_field() -> None:
     """A task type outside our subset (e.g. 110 create_ticket_task) parses, with no oneof case set."""
     wire = (
@@ -414,6 +464,12 @@ EXPECTED_METHODS: dict[str, set[str]] = {
     "c1.connector.v2.GrantsService": {"ListGrants"},
     "c1.connector.v2.GrantManagerService": {"Grant", "Revoke"},
     "c1.connector.v2.AssetService": {"GetAsset"},
+    "c1.connector.v2.ActionService": {
+        "InvokeAction",
+        "GetActionStatus",
+        "GetActionSchema",
+        "ListActionSchemas",
+    },
 }
 
 SERVICE_FILES: list[FileDescriptor] = [
@@ -423,6 +479,7 @@ SERVICE_FILES: list[FileDescriptor] = [
     entitlement_pb2.DESCRIPTOR,
     grant_pb2.DESCRIPTOR,
     asset_pb2.DESCRIPTOR,
+    action_pb2.DESCRIPTOR,
 ]
 
 
@@ -497,6 +554,7 @@ class _RecordingChannel:
         (grant_pb2_grpc.GrantsServiceStub, "c1.connector.v2.GrantsService"),
         (grant_pb2_grpc.GrantManagerServiceStub, "c1.connector.v2.GrantManagerService"),
         (asset_pb2_grpc.AssetServiceStub, "c1.connector.v2.AssetService"),
+        (action_pb2_grpc.ActionServiceStub, "c1.connector.v2.ActionService"),
     ],
 )
 def test_generated_stubs_bind_expected_paths(stub_factory: TypingAny, service: str) -> None:
@@ -532,6 +590,10 @@ FIELD_NUMBERS: list[tuple[type[Message], dict[str, int]]] = [
             "delete_resource": 107,
             "rotate_credentials": 108,
             "event_feed": 109,
+            "action_list_schemas": 115,
+            "action_get_schema": 116,
+            "action_invoke": 117,
+            "action_status": 118,
             "create_sync_diff": 119,
             "compact_syncs": 120,
         },
@@ -623,6 +685,73 @@ FIELD_NUMBERS: list[tuple[type[Message], dict[str, int]]] = [
         {"display_name": 1, "capabilities": 8, "account_creation_schema": 9},
     ),
     (connector_pb2.ConnectorServiceValidateResponse, {"annotations": 1, "sdk_version": 2}),
+    (baton_pb2.Task.ActionListSchemasTask, {"annotations": 1, "resource_type_id": 2}),
+    (baton_pb2.Task.ActionGetSchemaTask, {"name": 1, "annotations": 2}),
+    (baton_pb2.Task.ActionInvokeTask, {"name": 1, "args": 2, "annotations": 3, "resource_type_id": 4}),
+    (baton_pb2.Task.ActionStatusTask, {"name": 1, "id": 2, "annotations": 3}),
+    (baton_pb2.Task.DeleteResourceTask, {"resource_id": 1, "parent_resource_id": 2}),
+    (
+        action_pb2.BatonActionSchema,
+        {
+            "name": 1,
+            "arguments": 2,
+            "constraints": 3,
+            "return_types": 4,
+            "display_name": 5,
+            "description": 6,
+            "action_type": 7,
+            "resource_type_id": 8,
+        },
+    ),
+    (
+        action_pb2.InvokeActionRequest,
+        {"name": 1, "args": 2, "annotations": 3, "resource_type_id": 4, "inline_wait": 5},
+    ),
+    (action_pb2.InvokeActionResponse, {"id": 1, "status": 2, "annotations": 3, "response": 4, "name": 5}),
+    (action_pb2.GetActionStatusRequest, {"name": 1, "id": 2, "annotations": 3}),
+    (
+        action_pb2.GetActionStatusResponse,
+        {"name": 1, "id": 2, "status": 3, "annotations": 4, "response": 5},
+    ),
+    (action_pb2.GetActionSchemaRequest, {"name": 1, "annotations": 2}),
+    (action_pb2.GetActionSchemaResponse, {"schema": 1, "annotations": 2}),
+    (action_pb2.ListActionSchemasRequest, {"annotations": 1, "resource_type_id": 2}),
+    (action_pb2.ListActionSchemasResponse, {"schemas": 1, "annotations": 2}),
+    (
+        config_pb2.Field,
+        {
+            "name": 1,
+            "display_name": 2,
+            "description": 3,
+            "placeholder": 4,
+            "is_required": 5,
+            "is_ops": 6,
+            "is_secret": 7,
+            "string_field": 100,
+            "int_field": 101,
+            "bool_field": 102,
+            "string_slice_field": 103,
+        },
+    ),
+    (
+        config_pb2.StringField,
+        {"default_value": 1, "type": 3, "allowed_extensions": 4, "options": 5},
+    ),
+    (config_pb2.BoolField, {"default_value": 1}),
+    (config_pb2.IntField, {"default_value": 1}),
+    (config_pb2.StringSliceField, {"default_value": 1}),
+    (
+        config_pb2.Constraint,
+        {
+            "kind": 1,
+            "field_names": 2,
+            "secondary_field_names": 3,
+            "name": 4,
+            "help_text": 5,
+            "is_field_group": 6,
+            "allowed_options": 7,
+        },
+    ),
 ]
 
 
@@ -648,6 +777,10 @@ def test_task_oneof_cases() -> None:
         "create_resource": 106,
         "delete_resource": 107,
         "rotate_credentials": 108,
+        "action_list_schemas": 115,
+        "action_get_schema": 116,
+        "action_invoke": 117,
+        "action_status": 118,
     }.items():
         assert numbers[name] == number
     assert all(field.type == FieldDescriptor.TYPE_MESSAGE for field in oneof.fields)
@@ -675,6 +808,28 @@ def test_enum_values() -> None:
         "PURPOSE_VALUE_PERMISSION": 2,
         "PURPOSE_VALUE_OWNERSHIP": 3,
     }
+    assert dict(action_pb2.BatonActionStatus.items()) == {
+        "BATON_ACTION_STATUS_UNSPECIFIED": 0,
+        "BATON_ACTION_STATUS_UNKNOWN": 1,
+        "BATON_ACTION_STATUS_PENDING": 2,
+        "BATON_ACTION_STATUS_RUNNING": 3,
+        "BATON_ACTION_STATUS_COMPLETE": 4,
+        "BATON_ACTION_STATUS_FAILED": 5,
+    }
+    assert dict(action_pb2.ActionType.items()) == {
+        "ACTION_TYPE_UNSPECIFIED": 0,
+        "ACTION_TYPE_DYNAMIC": 1,
+        "ACTION_TYPE_ACCOUNT": 2,
+        "ACTION_TYPE_ACCOUNT_UPDATE_PROFILE": 3,
+        "ACTION_TYPE_ACCOUNT_DISABLE": 4,
+        "ACTION_TYPE_ACCOUNT_ENABLE": 5,
+        "ACTION_TYPE_RESOURCE_CREATE": 6,
+        "ACTION_TYPE_RESOURCE_DELETE": 7,
+        "ACTION_TYPE_RESOURCE_ENABLE": 8,
+        "ACTION_TYPE_RESOURCE_DISABLE": 9,
+    }
+    assert config_pb2.ConstraintKind.Value("CONSTRAINT_KIND_OPTIONS_RESTRICTED") == 5
+    assert config_pb2.StringFieldType.Value("STRING_FIELD_TYPE_FILE_UPLOAD") == 4
     assert baton_pb2.Task.Status.Value("STATUS_FINISHED") == 4
     assert connector_pb2.Capability.Value("CAPABILITY_SERVICE_MODE_TARGETED_SYNC") == 13
     assert (

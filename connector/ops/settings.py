@@ -202,6 +202,12 @@ class BatonSettings(BaseSettings):
     sync_concurrency: int = Field(
         8, ge=1, le=256, description="Maximum concurrent listing calls made by the sync engine"
     )
+    # One-shot actions and deletions (connector/oneshot_actions.py), named as in the Go SDK.
+    invoke_action: str = Field("", description="One-shot: invoke this action, print its result and exit")
+    invoke_action_args: str = Field("", description="One-shot: the action's arguments as a JSON object")
+    invoke_action_resource_type: str = Field("", description="One-shot: resource type of a resource action")
+    delete_resource: str = Field("", description="One-shot: delete the resource with this id and exit")
+    delete_resource_type: str = Field("", description="One-shot: resource type of --delete-resource")
 
     # Paths of secrets given as files, by field name, so that rotation can re-read them.
     _secret_files: dict[str, Path] = PrivateAttr(default_factory=dict)

@@ -7,7 +7,7 @@ from typing import Any, Protocol, runtime_checkable
 import grpc
 from google.rpc import status_pb2
 
-from connector.pb.c1.connector.v2 import connector_pb2, entitlement_pb2, grant_pb2, resource_pb2
+from connector.pb.c1.connector.v2 import action_pb2, connector_pb2, entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk.encoded_grants import EncodedGrants
 from connector.sdk.errors import ConnectorError
 
@@ -69,6 +69,26 @@ class ConnectorClient(Protocol):
     async def delete_resource(
         self, request: resource_pb2.DeleteResourceRequest
     ) -> resource_pb2.DeleteResourceResponse: ...
+
+    async def delete_resource_v2(
+        self, request: resource_pb2.DeleteResourceV2Request
+    ) -> resource_pb2.DeleteResourceV2Response: ...
+
+    async def list_action_schemas(
+        self, request: action_pb2.ListActionSchemasRequest
+    ) -> action_pb2.ListActionSchemasResponse: ...
+
+    async def get_action_schema(
+        self, request: action_pb2.GetActionSchemaRequest
+    ) -> action_pb2.GetActionSchemaResponse: ...
+
+    async def invoke_action(
+        self, request: action_pb2.InvokeActionRequest
+    ) -> action_pb2.InvokeActionResponse: ...
+
+    async def get_action_status(
+        self, request: action_pb2.GetActionStatusRequest
+    ) -> action_pb2.GetActionStatusResponse: ...
 
 
 @runtime_checkable
@@ -174,6 +194,41 @@ RPCS: list[tuple[str, str, str, Any, Any]] = [
         "DeleteResource",
         resource_pb2.DeleteResourceRequest,
         resource_pb2.DeleteResourceResponse,
+    ),
+    (
+        "delete_resource_v2",
+        "ResourceDeleterService",
+        "DeleteResourceV2",
+        resource_pb2.DeleteResourceV2Request,
+        resource_pb2.DeleteResourceV2Response,
+    ),
+    (
+        "list_action_schemas",
+        "ActionService",
+        "ListActionSchemas",
+        action_pb2.ListActionSchemasRequest,
+        action_pb2.ListActionSchemasResponse,
+    ),
+    (
+        "get_action_schema",
+        "ActionService",
+        "GetActionSchema",
+        action_pb2.GetActionSchemaRequest,
+        action_pb2.GetActionSchemaResponse,
+    ),
+    (
+        "invoke_action",
+        "ActionService",
+        "InvokeAction",
+        action_pb2.InvokeActionRequest,
+        action_pb2.InvokeActionResponse,
+    ),
+    (
+        "get_action_status",
+        "ActionService",
+        "GetActionStatus",
+        action_pb2.GetActionStatusRequest,
+        action_pb2.GetActionStatusResponse,
     ),
 ]
 
@@ -301,4 +356,32 @@ class GrpcConnectorClient:
         self, request: resource_pb2.DeleteResourceRequest
     ) -> resource_pb2.DeleteResourceResponse:
         result: resource_pb2.DeleteResourceResponse = await self._calls["delete_resource"](request)
+        return result
+
+    async def delete_resource_v2(
+        self, request: resource_pb2.DeleteResourceV2Request
+    ) -> resource_pb2.DeleteResourceV2Response:
+        result: resource_pb2.DeleteResourceV2Response = await self._calls["delete_resource_v2"](request)
+        return result
+
+    async def list_action_schemas(
+        self, request: action_pb2.ListActionSchemasRequest
+    ) -> action_pb2.ListActionSchemasResponse:
+        result: action_pb2.ListActionSchemasResponse = await self._calls["list_action_schemas"](request)
+        return result
+
+    async def get_action_schema(
+        self, request: action_pb2.GetActionSchemaRequest
+    ) -> action_pb2.GetActionSchemaResponse:
+        result: action_pb2.GetActionSchemaResponse = await self._calls["get_action_schema"](request)
+        return result
+
+    async def invoke_action(self, request: action_pb2.InvokeActionRequest) -> action_pb2.InvokeActionResponse:
+        result: action_pb2.InvokeActionResponse = await self._calls["invoke_action"](request)
+        return result
+
+    async def get_action_status(
+        self, request: action_pb2.GetActionStatusRequest
+    ) -> action_pb2.GetActionStatusResponse:
+        result: action_pb2.GetActionStatusResponse = await self._calls["get_action_status"](request)
         return result

@@ -11,14 +11,14 @@ Annotations are passed as plain protobuf messages; the runtime packs them into `
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import grpc
 from google.protobuf.message import Message
 
-from connector.pb.c1.connector.v2 import connector_pb2, entitlement_pb2, grant_pb2, resource_pb2
+from connector.pb.c1.connector.v2 import action_pb2, connector_pb2, entitlement_pb2, grant_pb2, resource_pb2
 from connector.sdk.errors import ConnectorError
 from connector.sdk.http import UpstreamClient
 
@@ -97,6 +97,50 @@ class ResourceGetter(abc.ABC):
     async def get(self, resource_id: ResourceId, parent: ResourceId | None) -> Resource: ...
 
 
+class ResourceDeleter(abc.ABC):
+    """Mix into a ResourceSyncer whose resources can be deleted (deprovisioned) upstream.
+
+    The runtime routes DeleteResource / DeleteResourceV2 by `resource_id.resource_type` to the syncer of
+    that type and reports RESOURCE_DELETE for it. Deleting something already gone is a success.
+    """
+
+    @abc.abstractmethod
+    async def delete(self, resource_id: ResourceId, parent: ResourceId | None) -> list[Message]:
+        """Delete the resource; returns annotations for the response."""
+
+
+# An action handler takes the arguments (JSON-like values, already checked against the schema: every
+# required argument is present with its declared kind) and returns the result values.
+ActionHandler = Callable[[Mapping[str, Any]], Awaitable[Mapping[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Action:
+    """A named operation ConductorOne can invoke (c1.connector.v2 ActionService).
+
+    `schema.resource_type_id` empty = a global action. The handler raises ConnectorError on failure; the
+    runtime then reports the action FAILED with the message under `error` in its result.
+    """
+
+    schema: action_pb2.BatonActionSchema
+    handler: ActionHandler
+
+    @property
+    def name(self) -> str:
+        return self.schema.name
+
+
+@dataclass
+class ActionFailed(ConnectorError):
+    """A failure whose result still carries values (e.g. `success: false`) beside the `error` text."""
+
+    response: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def wrap(cls, err: ConnectorError, response: Mapping[str, Any]) -> ActionFailed:
+        return cls(err.code, err.message, err.details, response=dict(response))
+
+
 @dataclass
 class PlaintextSecret:
     """A secret the connector produced (e.g. a generated password). The runtime encrypts it to every
@@ -163,8 +207,13 @@ class Connector(abc.ABC):
     def account_manager(self) -> AccountManager | None:
         return None
 
+    def actions(self) -> Sequence[Action]:
+        """The actions this connector offers (none by default); ACTIONS is reported when there are any."""
+        return ()
+
     async def delete_resource(self, resource_id: ResourceId, parent: ResourceId | None) -> list[Message]:
-        """Deprovisioning. Connectors that cannot do it keep this refusal (or refine its message)."""
+        """Deprovisioning of types whose syncer is not a ResourceDeleter. Connectors that cannot delete keep
+        this refusal (or refine its message)."""
         raise ConnectorError(
             grpc.StatusCode.UNIMPLEMENTED,
             f"deleting {resource_id.resource_type} resources is not supported by this connector",

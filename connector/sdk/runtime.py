@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 
 from connector.ops.logging import get_logger
 from connector.pb.c1.connector.v2 import (
+    action_pb2,
     annotation_grant_pb2,
     connector_pb2,
     entitlement_pb2,
@@ -24,6 +25,7 @@ from connector.pb.c1.connector.v2 import (
     resource_pb2,
 )
 from connector.sdk import model
+from connector.sdk.actions import ActionManager, Invocation, inline_wait
 from connector.sdk.crypto import CredentialHelper, CryptoError, InvalidCredentialRequest
 from connector.sdk.encoded_grants import EncodedGrants
 from connector.sdk.errors import ConnectorError, UpstreamError, from_upstream
@@ -33,6 +35,7 @@ from connector.sdk.interface import (
     Connector,
     GrantProvisioner,
     PlaintextSecret,
+    ResourceDeleter,
     ResourceGetter,
     ResourceSyncer,
 )
@@ -85,6 +88,7 @@ class ConnectorRuntime:
             if type_id in self._syncers:
                 raise ValueError(f"two syncers for resource type {type_id!r}")
             self._syncers[type_id] = syncer
+        self.actions = ActionManager(connector.actions(), self._coded)
 
     # --- helpers -----------------------------------------------------------------------------------
 
@@ -162,6 +166,8 @@ class ConnectorRuntime:
                 connector_level.add(Cap.CAPABILITY_SERVICE_MODE_TARGETED_SYNC)
             if isinstance(syncer, GrantProvisioner):
                 rt_caps.add(Cap.CAPABILITY_PROVISION)
+            if isinstance(syncer, ResourceDeleter):
+                rt_caps.add(Cap.CAPABILITY_RESOURCE_DELETE)
             if manager is not None and manager.resource_type_id == type_id:
                 rt_caps.add(Cap.CAPABILITY_ACCOUNT_PROVISIONING)
                 if self.connector.supports_resource_delete:
@@ -172,6 +178,8 @@ class ConnectorRuntime:
                     resource_type=syncer.resource_type, capabilities=sorted(rt_caps)
                 )
             )
+        if self.actions:
+            connector_level.add(Cap.CAPABILITY_ACTIONS)
         caps.connector_capabilities.extend(sorted(connector_level))
         if manager is not None:
             options = list(manager.credential_options())
@@ -446,20 +454,78 @@ class ConnectorRuntime:
             resp.in_progress.is_create_account_result = True
         return resp
 
+    async def _delete(
+        self, rid: resource_pb2.ResourceId, parent: resource_pb2.ResourceId | None
+    ) -> list[Message]:
+        self._require_provisioning()
+        if not rid.resource_type or not rid.resource:
+            raise ConnectorError(grpc.StatusCode.INVALID_ARGUMENT, "delete resource needs a resource id")
+        syncer = self._syncer(rid.resource_type)
+        with self._errors(f"delete {rid.resource_type}:{rid.resource}"):
+            if isinstance(syncer, ResourceDeleter):
+                annotations = await syncer.delete(rid, parent)
+            else:
+                annotations = await self.connector.delete_resource(rid, parent)
+        log.info("delete_done", resource=f"{rid.resource_type}:{rid.resource}")
+        return annotations
+
     async def delete_resource(
         self, request: resource_pb2.DeleteResourceRequest
     ) -> resource_pb2.DeleteResourceResponse:
-        self._require_provisioning()
-        rid = request.resource_id
-        if not rid.resource_type or not rid.resource:
-            raise ConnectorError(grpc.StatusCode.INVALID_ARGUMENT, "delete resource needs a resource id")
-        self._syncer(rid.resource_type)
         parent = request.parent_resource_id if request.HasField("parent_resource_id") else None
-        with self._errors(f"delete {rid.resource_type}:{rid.resource}"):
-            annotations = await self.connector.delete_resource(rid, parent)
+        annotations = await self._delete(request.resource_id, parent)
         return resource_pb2.DeleteResourceResponse(annotations=model.pack_all(annotations))
 
+    async def delete_resource_v2(
+        self, request: resource_pb2.DeleteResourceV2Request
+    ) -> resource_pb2.DeleteResourceV2Response:
+        parent = request.parent_resource_id if request.HasField("parent_resource_id") else None
+        annotations = await self._delete(request.resource_id, parent)
+        return resource_pb2.DeleteResourceV2Response(annotations=model.pack_all(annotations))
+
+    # --- actions -----------------------------------------------------------------------------------
+    # Not behind the provisioning gate: the Go SDK serves ActionService whatever --provisioning says.
+
+    async def list_action_schemas(
+        self, request: action_pb2.ListActionSchemasRequest
+    ) -> action_pb2.ListActionSchemasResponse:
+        return action_pb2.ListActionSchemasResponse(schemas=self.actions.schemas(request.resource_type_id))
+
+    async def get_action_schema(
+        self, request: action_pb2.GetActionSchemaRequest
+    ) -> action_pb2.GetActionSchemaResponse:
+        if not request.name:
+            raise ConnectorError(grpc.StatusCode.INVALID_ARGUMENT, "get action schema needs an action name")
+        return action_pb2.GetActionSchemaResponse(schema=self.actions.action(request.name).schema)
+
+    async def invoke_action(self, request: action_pb2.InvokeActionRequest) -> action_pb2.InvokeActionResponse:
+        if not request.name:
+            raise ConnectorError(grpc.StatusCode.INVALID_ARGUMENT, "invoke action needs an action name")
+        wait = inline_wait(request.inline_wait if request.HasField("inline_wait") else None)
+        inv = await self.actions.invoke(request.name, request.args, request.resource_type_id, wait)
+        return action_pb2.InvokeActionResponse(
+            id=inv.id, name=inv.name, status=inv.status, response=inv.response
+        )
+
+    async def get_action_status(
+        self, request: action_pb2.GetActionStatusRequest
+    ) -> action_pb2.GetActionStatusResponse:
+        if not request.id:
+            raise ConnectorError(grpc.StatusCode.INVALID_ARGUMENT, "get action status needs an action id")
+        inv = self.actions.status(request.id)
+        return action_pb2.GetActionStatusResponse(
+            id=inv.id, name=inv.name, status=inv.status, response=inv.response
+        )
+
+    def action_invocation(self, action_id: str) -> Invocation | None:
+        """The in-process record of an invocation (with its coded error), for the daemon's FinishTask."""
+        try:
+            return self.actions.status(action_id)
+        except ConnectorError:
+            return None
+
     async def close(self) -> None:
+        await self.actions.close()
         await self.connector.close()
 
 

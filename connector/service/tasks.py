@@ -10,8 +10,13 @@ what the tenant is told about a task.
 | create_account | runtime.create_account | CreateAccountResponse + its annotations | non-retryable |
 | delete_resource | runtime.delete_resource | DeleteResourceResponse + its annotations | non-retryable |
 | create_resource, rotate_credentials | (not supported) | - | UNIMPLEMENTED, non-retryable |
+| action_list_schemas | runtime.list_action_schemas | ListActionSchemasResponse | retryable |
+| action_get_schema | runtime.get_action_schema | GetActionSchemaResponse | retryable |
+| action_invoke | runtime.invoke_action | InvokeActionResponse + annotations (or PENDING) | retryable |
+| action_status | runtime.get_action_status | GetActionStatusResponse + its annotations | retryable |
 | anything else | - | - | UNKNOWN "unsupported task type", retryable |
 
+A FAILED action finishes as a retryable error carrying the action's code and its `error` text.
 Malformed provisioning tasks fail non-retryably before any connector call, with code UNKNOWN as in Go
 (where that error carries no gRPC status). A connector error keeps its gRPC
 code and details (e.g. RateLimitDescription) in the `google.rpc.Status`; other exceptions become UNKNOWN.
@@ -52,7 +57,7 @@ from google.rpc import status_pb2
 from connector.ops.health import DaemonHealth
 from connector.ops.logging import get_logger
 from connector.ops.metrics import Metrics
-from connector.pb.c1.connector.v2 import connector_pb2, grant_pb2, resource_pb2
+from connector.pb.c1.connector.v2 import action_pb2, connector_pb2, grant_pb2, resource_pb2
 from connector.pb.c1.connectorapi.baton.v1 import baton_pb2
 from connector.sdk.errors import ConnectorError
 from connector.sdk.runtime import ConnectorRuntime
@@ -72,6 +77,7 @@ TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLI
 PROVISIONING_TYPES = frozenset(
     {"grant", "revoke", "create_account", "create_resource", "delete_resource", "rotate_credentials"}
 )
+ACTION_TYPES = frozenset({"action_list_schemas", "action_get_schema", "action_invoke", "action_status"})
 
 
 def task_type(task: baton_pb2.Task) -> str:
@@ -376,6 +382,8 @@ class TaskRunner:
             return await self._sync(task, active)
         if ttype in PROVISIONING_TYPES:
             return await self._provision(task, active)
+        if ttype in ACTION_TYPES:
+            return await self._action(task, active)
         return await self._finish_error(
             task.id, _status(grpc.StatusCode.UNKNOWN, UNSUPPORTED), non_retryable=False
         )
@@ -473,6 +481,85 @@ class TaskRunner:
             return _status(grpc.StatusCode.FAILED_PRECONDITION, "provisioning is not enabled")
         what = "creating resources" if ttype == "create_resource" else "rotating credentials"
         return _status(grpc.StatusCode.UNIMPLEMENTED, f"{what} is not supported by this connector")
+
+    # ------------------------------------------------------------------ actions
+
+    async def _action(self, task: baton_pb2.Task, active: ActiveTask) -> str:
+        """Action tasks: every failure is retryable, as in the Go SDK (spec §4.8)."""
+        call = self._action_call(task)
+        if isinstance(call, status_pb2.Status):
+            return await self._finish_error(task.id, call, non_retryable=False)
+        work = asyncio.create_task(call)
+        active.work = work
+        await _wait_quietly(work)
+        if work.cancelled():
+            reason = active.cancel_reason or "cancelled"
+            return await self._finish_error(
+                task.id,
+                _status(grpc.StatusCode.CANCELLED, f"{active.type} cancelled: {reason}"),
+                non_retryable=False,
+            )
+        exc = work.exception()
+        if exc is not None:
+            if not isinstance(exc, ConnectorError):
+                log.error("action_task_crashed", error_type=type(exc).__name__)
+            return await self._finish_error(task.id, error_status(exc), non_retryable=False)
+        response: Message = work.result()
+        failed = action_pb2.BATON_ACTION_STATUS_FAILED
+        if isinstance(response, action_pb2.InvokeActionResponse) and response.status == failed:
+            return await self._finish_error(task.id, self._failed_action(response), non_retryable=False)
+        annotations = list(getattr(response, "annotations", ()))
+        if isinstance(response, action_pb2.ListActionSchemasResponse | action_pb2.GetActionSchemaResponse):
+            annotations = []
+        return await self._finish(success_request(self.host_id, task.id, response, annotations), "success")
+
+    def _failed_action(self, response: action_pb2.InvokeActionResponse) -> status_pb2.Status:
+        """The Go SDK reports the `error` text of the result with code UNKNOWN; we keep the action's own
+        code when it had one (an Atlassian org-admin refusal is FAILED_PRECONDITION, not a mystery)."""
+        field = response.response.fields.get("error") if response.HasField("response") else None
+        text = field.string_value if field is not None and field.string_value else "action failed"
+        inv = self.runtime.action_invocation(response.id)
+        if inv is not None and inv.error is not None:
+            st = inv.error.to_status()
+            st.message = text
+            return st
+        return _status(grpc.StatusCode.UNKNOWN, text)
+
+    def _action_call(self, task: baton_pb2.Task) -> Any:
+        """The connector coroutine for an action task, or the Status to fail it with."""
+        ttype = task_type(task)
+        if ttype == "action_list_schemas":
+            ls = task.action_list_schemas
+            return self.runtime.list_action_schemas(
+                action_pb2.ListActionSchemasRequest(
+                    annotations=ls.annotations, resource_type_id=ls.resource_type_id
+                )
+            )
+        if ttype == "action_get_schema":
+            gs = task.action_get_schema
+            if not gs.name:
+                return _status(grpc.StatusCode.UNKNOWN, "action name required")
+            return self.runtime.get_action_schema(
+                action_pb2.GetActionSchemaRequest(name=gs.name, annotations=gs.annotations)
+            )
+        if ttype == "action_invoke":
+            iv = task.action_invoke
+            if not iv.name:
+                return _status(grpc.StatusCode.UNKNOWN, "action name required")
+            return self.runtime.invoke_action(
+                action_pb2.InvokeActionRequest(
+                    name=iv.name,
+                    args=iv.args,
+                    annotations=iv.annotations,
+                    resource_type_id=iv.resource_type_id,
+                )
+            )
+        st = task.action_status
+        if not st.id:
+            return _status(grpc.StatusCode.UNKNOWN, "action id required")
+        return self.runtime.get_action_status(
+            action_pb2.GetActionStatusRequest(name=st.name, id=st.id, annotations=st.annotations)
+        )
 
     # ------------------------------------------------------------------ sync
 

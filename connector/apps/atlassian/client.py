@@ -57,6 +57,11 @@ R_INVITE = "/admin/v2/orgs/{org}/users/invite"
 R_WORKSPACES = "/admin/v2/orgs/{org}/workspaces"
 R_API_TOKENS = "/admin/api-access/v1/orgs/{org}/api-tokens"
 R_SCIM_USERS = "/Users"
+# Directory suspension (v2; the v1 suspend-access / restore-access stop after 2026-06-30) and the
+# user-management API's account deletion, which lives beside /admin on the same host.
+R_USER_SUSPEND = "/admin/v2/orgs/{org}/directories/{directory}/users/{account}/suspend"
+R_USER_RESTORE = "/admin/v2/orgs/{org}/directories/{directory}/users/{account}/restore"
+R_LIFECYCLE_DELETE = "/users/{account}/manage/lifecycle/delete"
 
 # All directories the key may manage (spec A.1); organizations with centralized user management have one.
 ALL_DIRECTORIES = "-"
@@ -105,6 +110,10 @@ def parse_envelope(body: Any) -> Envelope:
             return Envelope(
                 str(first.get("code") or ""), str(first.get("title") or ""), str(first.get("detail") or "")
             )
+        # The user-management (lifecycle) API: {"key", "errorKey", "errorDetail"}.
+        key = body.get("key")
+        if isinstance(key, str) and key:
+            return Envelope(key, str(body.get("errorDetail") or body.get("errorKey") or ""), "")
         message = body.get("message") or body.get("detail")
         if isinstance(message, str):
             return Envelope("", message, "")
@@ -543,6 +552,38 @@ class AtlassianClient:
             body["additionalGroups"] = groups
         result = await self.call("POST", R_INVITE, f"invite {email}", json=body, expect=(200, 201, 202))
         return result if isinstance(result, dict) else {}
+
+    # --- account lifecycle ------------------------------------------------------------------------------
+
+    async def user_directory_ids(self, account_id: str) -> list[str]:
+        """The directories the account is a member of (suspension is per directory)."""
+        dirs = await self.get_all(
+            R_DIRECTORIES,
+            self._pp(),
+            {"accountId": account_id, "limit": PAGE_LIMIT},
+            f"find the directories of user {account_id}",
+        )
+        return [str(d["directoryId"]) for d in dirs if d.get("directoryId")]
+
+    async def set_user_suspended(self, directory_id: str, account_id: str, *, suspended: bool) -> None:
+        verb = "suspend" if suspended else "restore"
+        await self.call(
+            "POST",
+            R_USER_SUSPEND if suspended else R_USER_RESTORE,
+            f"{verb} user {account_id}",
+            path_params=self._pp(directory=directory_id, account=account_id),
+            expect=(200, 202, 204),
+        )
+
+    async def delete_account(self, account_id: str) -> None:
+        """Lifecycle delete of a managed account (deactivated now, deleted after Atlassian's grace period)."""
+        await self.call(
+            "POST",
+            R_LIFECYCLE_DELETE,
+            f"delete account {account_id}",
+            path_params={"account": account_id},
+            expect=(200, 202, 204),
+        )
 
     # --- SCIM -------------------------------------------------------------------------------------------
 

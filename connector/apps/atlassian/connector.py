@@ -8,6 +8,7 @@ import grpc
 from google.protobuf.message import Message
 
 from connector.apps.atlassian.accounts import AtlassianAccountManager
+from connector.apps.atlassian.actions import UserLifecycle
 from connector.apps.atlassian.client import AdminApiError, AtlassianClient
 from connector.apps.atlassian.groups import GroupSyncer
 from connector.apps.atlassian.organization import OrganizationSyncer
@@ -20,7 +21,7 @@ from connector.ops.secrets import BearerAuth, SecretSource
 from connector.pb.c1.connector.v2 import connector_pb2
 from connector.sdk.errors import ConnectorError
 from connector.sdk.http import UpstreamClient
-from connector.sdk.interface import AccountManager, Connector, ResourceSyncer
+from connector.sdk.interface import AccountManager, Action, Connector, ResourceId, ResourceSyncer
 
 KEY_HELP = (
     "use an organization API key created by an Org admin at admin.atlassian.com > Settings > API keys "
@@ -30,6 +31,9 @@ KEY_HELP = (
 
 
 class AtlassianConnector(Connector):
+    # Users are deleted with the lifecycle API (delete_resource below).
+    supports_resource_delete = True
+
     def __init__(
         self,
         client: AtlassianClient,
@@ -54,6 +58,7 @@ class AtlassianConnector(Connector):
             ApiTokenSyncer(self.shared),
         ]
         self._accounts = AtlassianAccountManager(self.shared, use_scim=use_scim)
+        self._lifecycle = UserLifecycle(client)
 
     def metadata(self) -> connector_pb2.ConnectorMetadata:
         return connector_pb2.ConnectorMetadata(
@@ -121,6 +126,17 @@ class AtlassianConnector(Connector):
 
     def upstream_clients(self) -> Sequence[UpstreamClient]:
         return self.client.clients()
+
+    def actions(self) -> Sequence[Action]:
+        return self._lifecycle.actions()
+
+    async def delete_resource(self, resource_id: ResourceId, parent: ResourceId | None) -> list[Message]:
+        if resource_id.resource_type != "user":
+            raise ConnectorError(
+                grpc.StatusCode.UNIMPLEMENTED,
+                f"deleting {resource_id.resource_type} resources is not supported: only users can be deleted",
+            )
+        return await self._lifecycle.delete(resource_id.resource)
 
     def sync_counters(self) -> Mapping[str, int]:
         state = self.shared.state

@@ -15,6 +15,8 @@ What it reproduces (spec C.1):
   `ADMIN-429-1` (plus `Retry-After`, switchable) when empty;
 * eventual consistency of role changes, the jira-admin ARI quirk (ID-8887), endpoints "not enabled for
   this tenant", seat limits, IdP-synced groups that refuse changes, injected latency and failures.
+* v2 directory suspend / restore (org admins refused with a 400) and the user-management API's lifecycle
+  delete with its own `{"key","errorKey","errorDetail"}` envelope (see `_Lifecycle`).
 
 The server depends on nothing in `connector/` outside this package: it stands in for the outside world.
 """
@@ -342,6 +344,9 @@ class AtlassianSandbox:
         r.add_post(d2 + "/groups/{group_id}/role-assignments/assign", self.group_role_assign)
         r.add_post(d2 + "/groups/{group_id}/role-assignments/revoke", self.group_role_revoke)
         r.add_post(d2 + "/groups/{group_id}/memberships", self.add_membership)
+        r.add_post(d2 + "/users/{account_id}/suspend", self.suspend_user)
+        r.add_post(d2 + "/users/{account_id}/restore", self.restore_user)
+        r.add_post("/users/{account_id}/manage/lifecycle/delete", self.lifecycle_delete)
         r.add_delete(d2 + "/groups/{group_id}/memberships/{account_id}", self.remove_membership)
         r.add_post(org2 + "/users/invite", self.invite)
         r.add_post(org2 + "/workspaces", self.workspaces)
@@ -633,7 +638,14 @@ class AtlassianSandbox:
             query, offset = self._uncursor("directories", request.query["cursor"])
         else:
             query, offset = {"limit": _limit(request.query.get("limit"), V2_LIST_DEFAULT, V2_LIST_MAX)}, 0
+            if "accountId" in request.query:
+                query["accountId"] = request.query["accountId"]
         ids = [self.state.directory_id]
+        if "accountId" in query:
+            # The directories the account is a member of (none for an unknown or never-invited one).
+            member = self.state.users.get(query["accountId"])
+            if member is None or member.membership_status == "no_membership":
+                ids = []
         chunk, links = self._page("directories", query, offset, int(query["limit"]), ids)
         data = [
             {
@@ -1587,6 +1599,83 @@ class AtlassianSandbox:
         if scim is None:
             return self._scim_error(404, "User not found")
         return web.json_response(self._scim_json(scim), content_type="application/scim+json")
+
+    # --- suspension and deletion (see _Lifecycle) ----------------------------------------------------
+
+    async def suspend_user(self, request: web.Request) -> web.Response:
+        return await _Lifecycle(self).set_membership(request, "suspended")
+
+    async def restore_user(self, request: web.Request) -> web.Response:
+        return await _Lifecycle(self).set_membership(request, "active")
+
+    async def lifecycle_delete(self, request: web.Request) -> web.Response:
+        return await _Lifecycle(self).delete(request)
+
+
+class _Lifecycle:
+    """Directory suspension (v2) and the user-management API's account deletion.
+
+    Suspend / restore take a real directory id (the `-` wildcard is for reads), refuse organization
+    admins with a 400, and are idempotent. Lifecycle delete answers in that API's own envelope
+    (`key`, `errorKey`, `errorDetail`): 404 `accountNotFound` for an unknown or already deleted account,
+    403 `forbidden` for an account the caller's organization does not manage.
+    """
+
+    def __init__(self, sandbox: AtlassianSandbox) -> None:
+        self.sandbox = sandbox
+
+    def _member(self, request: web.Request) -> User:
+        if request.match_info["directory_id"] == "-":
+            _error(
+                400,
+                "ADMIN-UAM-400-1",
+                "Bad request",
+                "A directory id is required; '-' (all directories) is only accepted by reads",
+            )
+        user = self.sandbox._user(request.match_info["account_id"])
+        if user.membership_status == "no_membership":
+            _error(404, "ADMIN-404-8", "User not found", f"User {user.account_id} is not in the directory")
+        if "atlassian/org-admin" in user.platform_roles:
+            _error(
+                400,
+                "ADMIN-UAM-400-1",
+                "Bad request",
+                "Organization admins cannot be suspended or restored",
+            )
+        return user
+
+    async def set_membership(self, request: web.Request, status: str) -> web.Response:
+        if await request.read():
+            _bad_body("This operation takes no request body")
+        user = self._member(request)
+        if user.membership_status != status:
+            user.membership_status = status
+            self.sandbox.state.touch()
+        return web.Response(status=204)
+
+    async def delete(self, request: web.Request) -> web.Response:
+        st = self.sandbox.state
+        key = request.headers.get("Authorization", "").partition(" ")[2].strip()
+        user = st.users.get(request.match_info["account_id"])
+        if user is None or user.for_deletion:
+            return _lifecycle_error(
+                404, "accountNotFound", "account-not-found", "Error: User account not found"
+            )
+        if key != self.sandbox.options.api_key or user.claim_status != "managed":
+            return _lifecycle_error(
+                403,
+                "forbidden",
+                "forbidden",
+                "Error: Caller must be a verified org admin of targeted account",
+            )
+        user.for_deletion = True
+        user.account_status = "closed"
+        st.touch()
+        return web.json_response({"message": f"AccountId {user.account_id} has been deleted."})
+
+
+def _lifecycle_error(status: int, key: str, error_key: str, detail: str) -> web.Response:
+    return web.json_response({"key": key, "errorKey": error_key, "errorDetail": detail}, status=status)
 
 
 class _Unauthorized(Exception):

@@ -34,17 +34,18 @@ import string
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import grpc
 from aiohttp import web
-from google.protobuf import any_pb2, descriptor_pool, duration_pb2, message_factory
+from google.protobuf import any_pb2, descriptor_pool, duration_pb2, json_format, message_factory, struct_pb2
 from google.protobuf.message import Message
 
 from connector.pb.c1.connector.v2 import (  # noqa: F401  (imports register the Any types we unpack)
+    action_pb2,
     annotation_entitlement_pb2,
     annotation_external_link_pb2,
     annotation_grant_pb2,
@@ -91,6 +92,20 @@ def _duration(seconds: float | None) -> duration_pb2.Duration | None:
     d = duration_pb2.Duration()
     d.FromNanoseconds(round(seconds * 1e9))
     return d
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    out = struct_pb2.Struct()
+    out.update(dict(values))
+    return out
+
+
+def action_result(record: FinishRecord) -> dict[str, Any]:
+    """The result values of a finished action_invoke / action_status task ({} when there are none)."""
+    response = record.response
+    if isinstance(response, action_pb2.InvokeActionResponse | action_pb2.GetActionStatusResponse):
+        return json_format.MessageToDict(response.response) if response.HasField("response") else {}
+    return {}
 
 
 def unpack_any(value: any_pb2.Any) -> Message:
@@ -944,6 +959,24 @@ class TenantHandle:
     def enqueue_rotate_credentials(self, resource_id: resource_pb2.ResourceId) -> str:
         return self.enqueue(Task(rotate_credentials=Task.RotateCredentialsTask(resource_id=resource_id)))
 
+    def enqueue_action_list_schemas(self, resource_type_id: str = "") -> str:
+        task = Task.ActionListSchemasTask(resource_type_id=resource_type_id)
+        return self.enqueue(Task(action_list_schemas=task))
+
+    def enqueue_action_get_schema(self, name: str) -> str:
+        return self.enqueue(Task(action_get_schema=Task.ActionGetSchemaTask(name=name)))
+
+    def enqueue_action_invoke(
+        self, name: str, args: Mapping[str, Any] | None = None, resource_type_id: str = ""
+    ) -> str:
+        task = Task.ActionInvokeTask(name=name, resource_type_id=resource_type_id)
+        if args is not None:
+            task.args.CopyFrom(_struct(args))
+        return self.enqueue(Task(action_invoke=task))
+
+    def enqueue_action_status(self, action_id: str, name: str = "") -> str:
+        return self.enqueue(Task(action_status=Task.ActionStatusTask(name=name, id=action_id)))
+
     # ---- records
     @property
     def finishes(self) -> list[FinishRecord]:
@@ -1099,6 +1132,9 @@ async def start_tenant(
 def describe_finish(f: FinishRecord) -> str:
     if f.outcome == "success":
         what = type(f.response).__name__ if f.response is not None else "no response"
+        if isinstance(f.response, action_pb2.InvokeActionResponse | action_pb2.GetActionStatusResponse):
+            status = action_pb2.BatonActionStatus.Name(f.response.status)
+            what += f" {status} {json.dumps(action_result(f), sort_keys=True)}"
         notes = ", ".join(type(a).__name__ for a in f.annotations)
         return f"{f.task_type} {f.task_id}: success ({what}{'; ' + notes if notes else ''})"
     code = grpc.StatusCode.UNKNOWN
@@ -1184,6 +1220,7 @@ __all__ = [
     "TenantHandle",
     "TokenRequestRecord",
     "UploadRecord",
+    "action_result",
     "main",
     "new_task_id",
     "start_tenant",
