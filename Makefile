@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint proto demo bench clean
+.PHONY: venv test lint proto lock demo bench clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ lint: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python scripts/genproto.py
+
+# The image's dependency locks (deploy/*.txt, with hashes) at the venv's versions; needs PyPI.
+lock: $(STAMP)
+	$(BIN)/python scripts/lock.py
 
 demo: $(STAMP)
 	$(BIN)/python -m connector demo
