@@ -15,7 +15,11 @@ import pytest
 from connector.c1z import container
 from connector.c1z.writer import C1zWriter, DiskFullError
 from connector.service.testing_app import ToyState
-from tests.service_support import Starter, code_of, eventually, new_tenant, start  # noqa: F401
+from tests import service_support
+from tests.service_support import Starter, code_of, eventually
+
+new_tenant = service_support.new_tenant  # fixtures
+start = service_support.start
 
 NO_SPACE = "no space left on the device holding"
 
