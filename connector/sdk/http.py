@@ -620,8 +620,10 @@ class UpstreamClient:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > limit:
                 raise wire.BodyTooLarge(limit, int(declared))
-            if isinstance(response.stream, httpx.AsyncByteStream):
-                response.stream = _CappedStream(response.stream, limit)
+            # A body already in memory (aiohttp's wire enforces the limit as it reads) needs no counting.
+            stream = response.stream
+            if isinstance(stream, httpx.AsyncByteStream) and not isinstance(stream, httpx.ByteStream):
+                response.stream = _CappedStream(stream, limit)
             await response.aread()
         finally:
             await response.aclose()
