@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Runtime dependencies at the versions the image locks (deploy/requirements.in): the tests run what ships.
+$(STAMP): pyproject.toml deploy/requirements.in
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --constraint deploy/requirements.in
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -25,7 +26,8 @@ lint: $(STAMP)
 proto: $(STAMP)
 	$(BIN)/python scripts/genproto.py
 
-# The image's dependency locks (deploy/*.txt, with hashes) at the venv's versions; needs PyPI.
+# The image's dependency locks (deploy/*.txt, with hashes) at the venv's versions; needs PyPI. To upgrade a
+# dependency: `.venv/bin/pip install -U NAME`, then `make lock`.
 lock: $(STAMP)
 	$(BIN)/python scripts/lock.py
 
