@@ -1,45 +1,52 @@
 # syntax=docker/dockerfile:1
-# baton-connectors: one image, both connectors; the command names the one to run.
-#   docker build -t baton-connectors:0.1.0 .
-#   docker run --rm baton-connectors:0.1.0 baton-confluence-datacenter --help
-#   docker run --rm --init -v "$PWD:/out" -w /out baton-connectors:0.1.0 \
-#       baton-atlassian --api-token "$TOKEN" --org "$ORG" -f /out/sync.c1z   (one-shot sync)
+# baton-connectors: one image per connector, each a build target whose entrypoint is that connector, so
+# the ConductorOne set-up guides' manifests (no command, no args, settings from the environment) run as is.
+#   docker build --target baton-atlassian -t baton-atlassian:0.1.0 .
+#   docker build --target baton-confluence-datacenter -t baton-confluence-datacenter:0.1.0 .
+#   docker run --rm baton-atlassian:0.1.0 --help
+#   docker run --rm --init -v "$PWD:/out" -w /out baton-atlassian:0.1.0 \
+#       --api-token "$TOKEN" --org "$ORG" -f /out/sync.c1z   (one-shot sync)
 # Kubernetes: deploy/k8s (docs/operations.md).
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
 # ---------------------------------------------------------------------------------------------------
-# Build stage: a virtualenv with the pinned dependencies and the project. Wheels only
-# (--only-binary), so no compiler is needed here and none can leak into the final image.
+# Build stage: a virtualenv with the locked dependencies and the project's wheel. Wheels only
+# (--only-binary), so no compiler is needed here and none can leak into the final image; every file
+# pip downloads must match a hash in the lock (--require-hashes).
 FROM ${PYTHON_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
-RUN python -m venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
-
 WORKDIR /src
-# Dependencies first: this layer is reused until deploy/requirements.txt changes.
-COPY deploy/requirements.txt deploy/requirements.txt
-RUN pip install --only-binary=:all: --requirement deploy/requirements.txt
+# Dependencies first: this layer is reused until the locks change.
+COPY deploy/requirements.txt deploy/build-requirements.txt deploy/
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes --only-binary=:all: --requirement deploy/requirements.txt \
+    && python -m venv /opt/buildtools \
+    && /opt/buildtools/bin/pip install --require-hashes --only-binary=:all: \
+       --requirement deploy/build-requirements.txt
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY connector ./connector
-# --no-deps: every dependency is already pinned above; pip check proves the set is complete.
-RUN pip install --no-deps . \
-    && pip check \
-    && python -m compileall -q /opt/venv/lib \
-    && baton-atlassian --help > /dev/null \
-    && baton-confluence-datacenter --help > /dev/null
+# The wheel is built with the locked build tools (no isolated build fetching unpinned ones) and leaves out
+# the sandboxes, the demo and the test connector (setup.py); --no-deps: every dependency is installed
+# above, and pip check proves the set is complete.
+RUN /opt/buildtools/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/python -m compileall -q /opt/venv/lib \
+    && /opt/venv/bin/baton-atlassian --help > /dev/null \
+    && /opt/venv/bin/baton-confluence-datacenter --help > /dev/null \
+    && /opt/venv/bin/baton-atlassian health-check --help > /dev/null
 
 # ---------------------------------------------------------------------------------------------------
-# Runtime stage: the slim base, the virtualenv, a non-root user. Nothing else.
-FROM ${PYTHON_IMAGE}
+# Runtime base shared by both targets: the slim base, the virtualenv, a non-root user. Nothing else.
+FROM ${PYTHON_IMAGE} AS runtime
 
-LABEL org.opencontainers.image.title="baton-connectors" \
-      org.opencontainers.image.description="Self-hosted ConductorOne baton connectors: baton-atlassian, baton-confluence-datacenter" \
+LABEL org.opencontainers.image.description="Self-hosted ConductorOne baton connector" \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.licenses="Apache-2.0"
 
@@ -65,6 +72,15 @@ WORKDIR /tmp/baton
 # Health checks, probes and /metrics (BATON_HEALTH_CHECK_PORT).
 EXPOSE 8081
 
-# No ENTRYPOINT wrapper: the command is the connector (baton-atlassian or baton-confluence-datacenter),
-# which runs as PID 1 and handles SIGTERM itself in service mode.
-CMD ["baton-atlassian", "--help"]
+# ---------------------------------------------------------------------------------------------------
+# One target per connector. The entrypoint is the connector itself in exec form: it runs as PID 1, starts
+# the service-mode daemon from BATON_* variables when given no arguments, and handles SIGTERM itself.
+# Arguments after the image name go to it (`--help`, `health-check --endpoint=ready`, one-shot flags).
+FROM runtime AS baton-confluence-datacenter
+LABEL org.opencontainers.image.title="baton-confluence-datacenter"
+ENTRYPOINT ["baton-confluence-datacenter"]
+
+# Last, so a build without --target gives this one.
+FROM runtime AS baton-atlassian
+LABEL org.opencontainers.image.title="baton-atlassian"
+ENTRYPOINT ["baton-atlassian"]

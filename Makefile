@@ -4,14 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint proto demo bench clean
+.PHONY: venv test lint proto lock demo bench clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Runtime dependencies at the versions the image locks (deploy/requirements.in): the tests run what ships.
+$(STAMP): pyproject.toml deploy/requirements.in
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' --constraint deploy/requirements.in
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -24,6 +25,11 @@ lint: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python scripts/genproto.py
+
+# The image's dependency locks (deploy/*.txt, with hashes) at the venv's versions; needs PyPI. To upgrade a
+# dependency: `.venv/bin/pip install -U NAME`, then `make lock`.
+lock: $(STAMP)
+	$(BIN)/python scripts/lock.py
 
 demo: $(STAMP)
 	$(BIN)/python -m connector demo

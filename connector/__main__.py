@@ -18,8 +18,19 @@ SANDBOXES = {
 }
 
 
+class _NotInstalled(Exception):
+    pass
+
+
 def _load(module: str, attr: str) -> Callable[[list[str]], int | None]:
-    fn: Callable[[list[str]], int | None] = getattr(importlib.import_module(module), attr)
+    try:
+        loaded = importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        # The image's wheel leaves out the sandboxes and the demo (setup.py): they run from a checkout.
+        if err.name and module.startswith(err.name):
+            raise _NotInstalled(f"{module} is not installed here: run it from a source checkout") from None
+        raise
+    fn: Callable[[list[str]], int | None] = getattr(loaded, attr)
     return fn
 
 
@@ -28,7 +39,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(__doc__)
         return 0 if args else 2
-    command, rest = args[0], args[1:]
+    try:
+        return _dispatch(args[0], args[1:])
+    except _NotInstalled as err:
+        print(f"python -m connector: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(command: str, rest: list[str]) -> int:
     if command == "inspect":
         return _load("connector.inspect_cli", "inspect_main")(rest) or 0
     if command == "sandbox":

@@ -82,6 +82,10 @@ def capabilities_json(connector: Connector) -> str:
 
 def run_app(spec: AppSpec, argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["health-check"]:  # an exec probe: no connector settings, see connector/ops/probe.py
+        from connector.ops.probe import health_check_main
+
+        return health_check_main(spec.name, args[1:])
     command, listen, flags = _split_argv(args)
     try:
         settings = parse_settings(spec.settings_cls, flags)

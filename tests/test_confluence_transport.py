@@ -7,16 +7,13 @@ import gzip
 import json
 from collections.abc import AsyncIterator
 
-import aiohttp
 import httpx
 import pytest
-import yarl
 from aiohttp import web
 
 from connector.apps.confluence_datacenter.transport import AiohttpTransport
 from connector.sdk.errors import UpstreamError
 from connector.sdk.http import RetryPolicy, UpstreamClient
-from tests.test_confluence_support import running
 
 SEEN = web.AppKey("seen", list[dict[str, object]])
 
@@ -181,49 +178,3 @@ async def test_connection_refused_is_a_connect_error_naming_the_host() -> None:
         await transport.aclose()
     assert "cannot connect to 127.0.0.1:1" in str(err.value)
     assert "ssl" not in str(err.value).lower()  # not mistaken for a TLS problem
-
-
-async def test_a_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    """httpx ignores HTTP_PROXY once it is given a transport, so with a proxy the connector keeps httpx's."""
-    forwarded: list[str] = []
-
-    async def forward(request: web.Request) -> web.Response:
-        target = request.raw_path  # absolute-form: http://host:port/path?query
-        forwarded.append(target)
-        async with (
-            aiohttp.ClientSession() as session,
-            session.request(
-                request.method,
-                yarl.URL(target, encoded=True),
-                headers={
-                    k: v for k, v in request.headers.items() if k.lower() not in ("host", "proxy-connection")
-                },
-                data=await request.read() or None,
-            ) as upstream,
-        ):
-            return web.Response(
-                status=upstream.status,
-                body=await upstream.read(),
-                headers={
-                    k: v
-                    for k, v in upstream.headers.items()
-                    if k.lower() in ("content-type", "x-ausername", "x-seraph-loginreason")
-                },
-            )
-
-    proxy_app = web.Application()
-    proxy_app.router.add_route("*", "/{tail:.*}", forward)
-    runner = web.AppRunner(proxy_app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{runner.addresses[0][1]}")
-    try:
-        async with running("9.2") as (sandbox, connector):
-            assert await connector.validate() == []
-    finally:
-        await runner.cleanup()
-    assert forwarded and all(t.startswith(sandbox.base_url + "/") for t in forwarded)
-    assert any("/rest/api/user/current" in t for t in forwarded)

@@ -156,7 +156,16 @@ class Server:
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     # An HTTP(S)_PROXY in the environment would send loopback requests elsewhere.
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    for var in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -164,7 +173,7 @@ def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
 def wire(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """The wire every UpstreamClient in the test uses (the proxy check decides it in production)."""
     name: str = request.param
-    monkeypatch.setattr(upstream_http, "fast_wire_wanted", lambda: name == "aiohttp")
+    monkeypatch.setattr(upstream_transport, "PREFER_AIOHTTP", name == "aiohttp")
     return name
 
 
@@ -365,13 +374,13 @@ async def test_a_request_waiting_for_a_slot_goes_out_before_the_freed_answer_is_
     """Processing an answer (decoding, building a page) must not keep a free slot idle."""
     order: list[str] = []
     async with client(server, concurrency=1) as c:
-        send = c._client.request
+        send = c._client.send
 
-        async def recording(method: str, url: Any, **kw: Any) -> httpx.Response:
-            order.append(f"send {httpx.URL(url).path}")
-            return await send(method, url, **kw)
+        async def recording(request: httpx.Request, **kw: Any) -> httpx.Response:
+            order.append(f"send {request.url.path}")
+            return await send(request, **kw)
 
-        c._client.request = recording  # type: ignore[method-assign]
+        c._client.send = recording  # type: ignore[method-assign]
 
         async def first() -> None:
             await c.get_json("/first")
@@ -639,11 +648,22 @@ async def test_the_wire_is_aiohttp_unless_a_proxy_is_configured(
     server: Server, wire: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with client(server) as c:
-        assert c.wire == wire
+        assert c.wire == wire and c.proxy is None
         assert await c.get_json("/x") == {"ok": True}
-    assert upstream_transport.wanted()
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
-    assert not upstream_transport.wanted()  # httpx's transport, the only one that honours the proxy
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    # Loopback is never proxied (Go's rule, as for the tenant channel): still direct.
+    async with client(server) as c:
+        assert c.wire == wire and c.proxy is None
+        assert await c.get_json("/x") == {"ok": True}
+    # Any other host: httpx's transport, given the proxy explicitly.
+    async with UpstreamClient("t", "https://api.example.com") as c:
+        assert (c.wire, c.proxy) == ("httpx", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "10.0.0.0/8,.example.com")
+    async with UpstreamClient("t", "https://api.example.com") as c:
+        assert (c.wire, c.proxy) == (wire, None)
+    async with UpstreamClient("t", "https://10.1.2.3:8443") as c:
+        assert (c.wire, c.proxy) == (wire, None)
 
 
 def _issue_tls(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
@@ -720,3 +740,67 @@ async def test_tls_with_a_private_ca_file(tmp_path: Path) -> None:
         assert len(srv.requests) == 2
     finally:
         await srv.stop()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Body limit
+
+
+@pytest.fixture
+async def huge() -> AsyncIterator[tuple[str, list[str]]]:
+    """An upstream answering 3 MiB: with Content-Length, chunked without one, and gzip that decodes to it."""
+    import gzip
+
+    from aiohttp import web
+
+    hits: list[str] = []
+    big = b'{"data": "' + b"x" * (3 << 20) + b'"}'
+
+    async def declared(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        return web.Response(body=big, content_type="application/json")
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, len(big), 64 << 10):
+            await resp.write(big[i : i + (64 << 10)])
+        await resp.write_eof()
+        return resp
+
+    async def bomb(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        return web.Response(
+            body=gzip.compress(big), headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+    async def small(request: web.Request) -> web.StreamResponse:
+        hits.append(request.path)
+        return web.json_response({"data": "y" * (100 << 10)})
+
+    app = web.Application()
+    for path, handler in (("/declared", declared), ("/chunked", chunked), ("/bomb", bomb), ("/small", small)):
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", hits
+    await runner.cleanup()
+
+
+@pytest.mark.parametrize("route", ["/declared", "/chunked", "/bomb"])
+async def test_a_body_past_the_limit_is_a_clear_error_not_retried(
+    huge: tuple[str, list[str]], route: str
+) -> None:
+    url, hits = huge
+    async with UpstreamClient("big", url, max_body_bytes=1 << 20, retry=FAST) as c:
+        with pytest.raises(UpstreamError) as err:
+            await c.get_json(route)
+        assert "larger than the 1 MiB limit for one response" in str(err.value)
+        assert err.value.status is None and route in str(err.value)
+        assert hits == [route]  # the same request would get the same body: no retry
+        # The connection pool is fine afterwards.
+        assert len((await c.get_json("/small"))["data"]) == 100 << 10

@@ -180,6 +180,23 @@ def app_of(variant: str) -> str:
     return variant.removesuffix("-secret-files")
 
 
+def _project_version() -> str:
+    return str(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"])
+
+
+def dockerfile_targets() -> dict[str, list[str]]:
+    """Named Dockerfile stages -> their ENTRYPOINT (exec form), for stages that set one."""
+    targets: dict[str, list[str]] = {}
+    stage = ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        m = re.match(r"FROM\s+\S+(?:\s+AS\s+(\S+))?", line, re.IGNORECASE)
+        if m:
+            stage = m.group(1) or ""
+        elif line.upper().startswith("ENTRYPOINT") and stage:
+            targets[stage] = yaml.safe_load(line.split(None, 1)[1])
+    return targets
+
+
 # --------------------------------------------------------------------------------------------------------
 # Schemas for the prometheus-operator CRDs (the fields these manifests may use, per the operator's API docs)
 
@@ -380,8 +397,14 @@ def test_deployment_matches_the_guide_and_runs_the_connector_command(variant: st
 
     c = container(objects)
     assert c["name"] == f"baton-{app}"
+    # As in the guide: the image's entrypoint starts the connector, so the container sets neither.
+    assert "command" not in c and "args" not in c
+    repository, _, tag = c["image"].rpartition(":")
+    assert repository == f"baton-{app}" and tag == _project_version()
+    # That image is the Dockerfile target of the same name, whose entrypoint is the connector's script.
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert c["command"] == [f"baton-{app}"] and c["command"][0] in scripts
+    entrypoint = dockerfile_targets()[f"baton-{app}"]
+    assert entrypoint == [f"baton-{app}"] and entrypoint[0] in scripts
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

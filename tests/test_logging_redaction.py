@@ -186,3 +186,91 @@ def test_json_shape_level_and_quiet_libraries(settings: AppSettings) -> None:
     first = lines[0]
     assert first["level"] == "info" and first["logger"] == "shape" and first["n"] == 1
     assert first["timestamp"].endswith("Z") and "T" in first["timestamp"]
+
+
+# ------------------------------------------------------------------------------------------ bounded set
+
+
+def test_a_rotating_secret_keeps_the_pattern_count_bounded(configure: Configure) -> None:
+    buf = configure("json")
+    fixed = baton_logging.redaction_pattern_count()
+    values = [f"tok{i:04d}-{'q' * 24}" for i in range(1000)]
+    counts = []
+    for value in values:
+        register_secret(value, slot="tenant_access_token")
+        counts.append(baton_logging.redaction_pattern_count())
+    # Each value has one form (plain ASCII): the configured secrets' forms plus the slot's two values.
+    assert counts[1] == counts[-1] == max(counts) == fixed + 2
+    get_logger("t").info("tokens", new=values[-1], previous=values[-2], old=values[-3], first=values[0])
+    out = buf.getvalue()
+    # The current value and its predecessor (a request already in flight may carry it) are redacted; older
+    # ones are forgotten, like the configured secrets are not.
+    assert_clean(out, values[-1], values[-2], ENV_SECRET)
+    assert values[-3] in out and values[0] in out
+    # Registering the current value again changes nothing; an old value comes back as the current one.
+    register_secret(values[-1], slot="tenant_access_token")
+    register_secret(values[0], slot="tenant_access_token")
+    assert baton_logging.redaction_pattern_count() == fixed + 2
+    assert baton_logging.redact_text(values[0]) == REDACTED
+
+
+def test_slots_are_independent_and_unslotted_secrets_stay(configure: Configure) -> None:
+    configure("json")
+    register_secret("client-secret-one", slot="client_secret")
+    register_secret("access-token-one", slot="tenant_access_token")
+    register_secret("access-token-two", slot="tenant_access_token")
+    register_secret("access-token-three", slot="tenant_access_token")
+    text = baton_logging.redact_text(
+        "client-secret-one access-token-one access-token-two access-token-three " + ENV_SECRET
+    )
+    assert text == f"{REDACTED} access-token-one {REDACTED} {REDACTED} {REDACTED}"
+
+
+def test_every_secret_is_matched_in_one_pass_longest_first(configure: Configure) -> None:
+    configure("json")
+    # One secret inside another: the longer one is redacted whole, not as REDACTED plus a tail.
+    register_secret("abcd1234")
+    register_secret("abcd1234efgh5678")
+    # A secret that appears only once an earlier replacement inserted the marker must not match the marker:
+    # one pass over the original text.
+    register_secret("ED]zz")
+    many = [f"svc-{i:03d}-secret" for i in range(300)]
+    for value in many:
+        register_secret(value)
+    line = "x abcd1234efgh5678 y abcd1234 z " + " ".join(many[::37]) + " abcd1234zz"
+    out = baton_logging.redact_text(line)
+    assert out.startswith(f"x {REDACTED} y {REDACTED} z ")
+    assert not any(v in out for v in many)
+    assert out.endswith(f" {REDACTED}zz")
+
+
+async def test_refreshed_tenant_tokens_replace_each_other(configure: Configure, tmp_path: Path) -> None:
+    """The daemon's token source against the sandbox tenant: every refresh is a new token to redact, and
+    the redactor's set stays the same size however many refreshes there are."""
+    from connector.sandbox.tenant import start_tenant
+    from connector.service.credentials import CredentialSource, TokenSource, make_ssl_context
+    from connector.service.tenant import TenantEndpoint
+
+    buf = configure("json")
+    handle = await start_tenant(data_dir=tmp_path / "tenant", token_ttl=0)  # expired at once: always new
+    source = CredentialSource(client_id=handle.client_id, client_secret=handle.client_secret)
+    creds = source.load()
+    tokens = TokenSource(
+        source,
+        token_url=TenantEndpoint.resolve(creds.client_id, handle.address).token_url,
+        verify=make_ssl_context(str(handle.ca_pem)),
+        user_agent="tester",
+    )
+    try:
+        seen: list[str] = []
+        counts: list[int] = []
+        for _ in range(25):
+            seen.append((await tokens.authorization()).split(" ", 1)[1])
+            counts.append(baton_logging.redaction_pattern_count())
+        assert len(set(seen)) == 25 and tokens.exchanges == 25
+        assert counts[1] == counts[-1] == max(counts)
+        get_logger("t").info("tokens", current=seen[-1], previous=seen[-2])
+        assert_clean(buf.getvalue(), seen[-1], seen[-2], handle.client_secret)
+    finally:
+        await tokens.aclose()
+        await handle.close()

@@ -95,3 +95,26 @@ async def test_a_failed_debug_log_upload_fails_the_sync_retryably(
     assert [u.kind for u in run.tenant.uploads] == ["c1z-v1"]
     assert await run.stopped() == 0
     assert not (tmp_path / "debug.log").exists()
+
+
+async def test_the_debug_log_is_capped_with_a_last_line_saying_so(
+    start: Starter, log_output: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.service import debuglog
+
+    monkeypatch.setattr(debuglog, "DEBUG_LOG_MAX_BYTES", 4096)
+    users = {f"user{i:03d}": f"User {i}" for i in range(200)}
+    run = await start(state=ToyState(users=users, list_delay=0.2))
+    tid = run.tenant.enqueue_sync(debug=True)
+    rec = await run.tenant.wait_finished(tid)
+    assert rec.outcome == "success", rec.status_message
+    _, debug = [u for u in run.tenant.uploads if u.task_id == tid]
+    data = debug.path.read_bytes()
+    records = lines(data.decode())
+    marker = records[-1]
+    assert marker == {"event": "debug_log_truncated", "level": "warning", "max_bytes": 4096}
+    assert len(data) - len(json.dumps(marker)) - 1 <= 4096
+    assert len(records) > 3 and all(r["task_id"] == tid for r in records[:-1])
+    # The regular output still has the lines the file did not take.
+    assert "sync_finished" in {r["event"] for r in lines(log_output.getvalue())}
+    assert await run.stopped() == 0

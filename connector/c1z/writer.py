@@ -16,6 +16,7 @@ writer from a dedicated worker thread.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import sqlite3
@@ -168,6 +169,31 @@ def open_database(path: Path, page_size: int = 4096) -> sqlite3.Connection:
     return conn
 
 
+class DiskFullError(C1zError):
+    """The file system holding the sync's files is full. The sync fails (retryable: the next one works
+    once there is room) and leaves nothing behind."""
+
+
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for "no space left" from the OS or from SQLite (SQLITE_FULL, which SQLite reports for ENOSPC)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or "disk is full" in str(exc)
+    return False
+
+
+def disk_full_error(directory: str | os.PathLike[str]) -> DiskFullError:
+    return DiskFullError(
+        f"no space left on the device holding {directory} while writing the c1z: free space there, or give "
+        "the sync's temp dir (--c1z-temp-dir / BATON_C1Z_TEMP_DIR) a larger volume"
+    )
+
+
 class C1zWriter:
     """Writes one c1z file atomically. See the module docstring for the lifecycle."""
 
@@ -223,9 +249,13 @@ class C1zWriter:
             raise
         except sqlite3.DatabaseError as exc:
             self._remove_work()
+            if is_disk_full(exc):
+                raise disk_full_error(parent) from None
             raise C1zError(f"existing file {self.target} holds an unusable database: {exc}") from None
-        except BaseException:
+        except BaseException as exc:
             self._remove_work()
+            if is_disk_full(exc):
+                raise disk_full_error(parent) from None
             raise
 
     # --- sync runs ----------------------------------------------------------------------------------
@@ -524,12 +554,16 @@ class C1zWriter:
                     os.fsync(out.fileno())
                 os.replace(self.tmp_target, self.target)
             except OSError as exc:
+                if is_disk_full(exc):
+                    raise disk_full_error(self.target.parent) from None
                 raise C1zError(f"cannot write {self.target}: {exc.strerror or exc}") from None
             _fsync_dir(self.target.parent)
             self.bytes_written = size
             return size
-        except BaseException:
+        except BaseException as exc:
             self.abort()
+            if is_disk_full(exc):  # building the last indexes, or the journal of the final checkpoint
+                raise disk_full_error(self.work_dir.parent) from None
             raise
         finally:
             self._remove_work()

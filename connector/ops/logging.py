@@ -38,8 +38,17 @@ _LEVELS = {
 _QUIET_LOGGERS = ("httpx", "httpcore", "hpack", "urllib3")
 
 _lock = threading.Lock()
-_secrets: set[str] = set()
-_patterns: list[str] = []  # every registered secret and its escaped forms, longest first
+# Secrets that never change while the process runs (configured values).
+_fixed: set[str] = set()
+# Secrets that rotate (an access token, a secret re-read from its file): one named slot each, holding the
+# current value and the one before it, which requests already in flight may still carry. Older values are
+# dropped, so a daemon that refreshes its token every few minutes for months keeps a bounded set.
+_slots: dict[str, tuple[str, ...]] = {}
+SLOT_HISTORY = 2
+# Every registered value and its escaped forms as one alternation, longest first so the longest form
+# wins where one contains another: one pass over each text whatever the number of secrets.
+_matcher: re.Pattern[str] | None = None
+_pattern_count = 0
 _handler: logging.Handler | None = None
 
 # Header-shaped credentials: `Authorization: Bearer x`, `"authorization": "Basic x"`, `'X-Api-Key': 'x'`.
@@ -67,36 +76,57 @@ def _variants(secret: str) -> set[str]:
     return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
 
 
-def register_secret(value: str) -> None:
-    """Redact `value` from all further log output (e.g. after credential rotation).
+def _rebuild() -> None:
+    """Recompile the matcher from the registered values (caller holds _lock)."""
+    global _matcher, _pattern_count
+    forms: set[str] = set()
+    for value in _fixed.union(*_slots.values()):
+        forms |= _variants(value)
+    ordered = sorted(forms, key=lambda f: (-len(f), f))
+    _matcher = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+    _pattern_count = len(ordered)
 
-    Values shorter than MIN_SECRET_LENGTH are ignored.
+
+def register_secret(value: str, slot: str | None = None) -> None:
+    """Redact `value` from all further log output.
+
+    Without `slot` the value is redacted for the life of the process. With `slot` (a name for one
+    secret, e.g. "tenant_access_token") the value becomes that slot's current one: its predecessor stays
+    redacted as well, anything older is forgotten. Values shorter than MIN_SECRET_LENGTH are ignored.
     """
     if not isinstance(value, str) or len(value) < MIN_SECRET_LENGTH:
         return
-    global _patterns
     with _lock:
-        if value in _secrets:
-            return
-        _secrets.add(value)
-        forms: set[str] = set(_patterns)
-        forms |= _variants(value)
-        _patterns = sorted(forms, key=len, reverse=True)
+        if slot is None:
+            if value in _fixed:
+                return
+            _fixed.add(value)
+        else:
+            history = _slots.get(slot, ())
+            if history[:1] == (value,):
+                return
+            _slots[slot] = (value, *(v for v in history if v != value))[:SLOT_HISTORY]
+        _rebuild()
 
 
 def clear_secrets() -> None:
     """Forget every registered secret (tests only)."""
-    global _patterns
     with _lock:
-        _secrets.clear()
-        _patterns = []
+        _fixed.clear()
+        _slots.clear()
+        _rebuild()
+
+
+def redaction_pattern_count() -> int:
+    """How many literal forms the redactor matches (bounded: see register_secret)."""
+    return _pattern_count
 
 
 def redact_text(text: str) -> str:
     """Replace registered secrets and credential-shaped substrings in `text`."""
-    for pattern in _patterns:
-        if pattern in text:
-            text = text.replace(pattern, REDACTED)
+    matcher = _matcher
+    if matcher is not None:
+        text = matcher.sub(REDACTED, text)
     if not any(k in text.lower() for k in ("auth", "bearer", "basic", "key", "://")):
         return text
     text = _HEADER_RE.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)

@@ -679,7 +679,7 @@ def reload_secret(settings: BatonSettings, name: str) -> str:
         current = getattr(settings, name)
         return current.get_secret_value() if isinstance(current, SecretStr) else ""
     value = _read_secret_file(path, _env(name + FILE_SUFFIX))
-    register_secret(value)
+    register_secret(value, slot=f"setting:{name}")
     setattr(settings, name, SecretStr(value))
     return value
 

@@ -24,10 +24,10 @@ import random
 import re
 import ssl
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 import certifi
@@ -338,26 +338,44 @@ def make_ssl_context(ca_file: str | None = None, insecure_skip_verify: bool = Fa
 
 
 # --------------------------------------------------------------------------------------------------------
-# The wire
+# Pacing and body limits
+
+# One response larger than this is an error, not a page: the biggest real pages are a few MB.
+DEFAULT_MAX_BODY_BYTES = 64 << 20
 
 
-def fast_wire_wanted() -> bool:
-    """Whether clients without an explicit transport send over aiohttp (not when a proxy is configured)."""
-    return wire.wanted()
+class AttemptPacer(Protocol):
+    """Spaces an upstream's attempts out (e.g. after a 429), next to the client's own rate limiter.
+
+    The client calls `before_attempt` once it holds a concurrency slot, right before sending, and
+    `after_attempt` with each answer (`sent_at` from time.monotonic() when it was sent)."""
+
+    async def before_attempt(self) -> None: ...
+
+    def after_attempt(self, response: httpx.Response, sent_at: float) -> None: ...
 
 
-def default_transport(verify: ssl.SSLContext | bool, max_connections: int) -> httpx.AsyncBaseTransport:
-    """The transport UpstreamClient uses when given none, for callers that wrap it (e.g. a pacer).
+class _CappedStream(httpx.AsyncByteStream):
+    """A response stream that stops with BodyTooLarge past `limit` bytes (as received, before decoding)."""
 
-    aiohttp's wire (half the CPU per response, see connector.sdk.transport) unless the environment
-    configures a proxy, which only httpx's own transport honours.
-    """
-    if fast_wire_wanted():
-        return wire.AiohttpTransport(verify=verify, max_connections=max_connections)
-    return httpx.AsyncHTTPTransport(
-        verify=verify,
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-    )
+    def __init__(self, inner: httpx.AsyncByteStream, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise wire.BodyTooLarge(self._limit)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -381,6 +399,8 @@ def _never_sent(exc: httpx.TransportError) -> bool:
 def _transport_retryable(exc: httpx.TransportError) -> bool:
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
         return False  # our request is wrong; repeating it cannot help
+    if isinstance(exc, httpx.ProxyError) and "407" in str(exc):
+        return False  # the proxy wants other credentials (HTTPS_PROXY's user:password): a setting to fix
     # A certificate the trust store rejects will be rejected again.
     return not any(isinstance(e, ssl.SSLCertVerificationError) for e in _chain(exc))
 
@@ -409,6 +429,8 @@ class UpstreamClient:
         transport: httpx.AsyncBaseTransport | None = None,
         hooks: Sequence[RequestHook] = (),
         user_agent: str = DEFAULT_USER_AGENT,
+        pacer: AttemptPacer | None = None,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -422,17 +444,19 @@ class UpstreamClient:
         self._hooks: list[RequestHook] = list(hooks)
         self._semaphore = asyncio.Semaphore(concurrency)
         self._bucket = TokenBucket(rate_limit, rate_burst) if rate_limit else None
-        if transport is None and fast_wire_wanted():
-            transport = wire.AiohttpTransport(verify=verify, max_connections=concurrency)
-        # Which wire carries the requests: "aiohttp", "httpx" (own transport, honours proxies) or the
-        # given transport's class name.
-        self.wire = (
-            "httpx"
-            if transport is None
-            else "aiohttp"
-            if isinstance(transport, wire.AiohttpTransport)
-            else type(transport).__name__
-        )
+        self._pacer = pacer
+        self.max_body_bytes = max_body_bytes
+        # Which wire carries the requests: "aiohttp" (direct), "httpx" (through the proxy the environment
+        # names for this upstream, see connector.sdk.transport) or the given transport's class name.
+        self.proxy: str | None = None
+        if transport is None:
+            transport, self.wire, self.proxy = wire.for_upstream(
+                self.base_url, verify=verify, max_connections=concurrency, max_body_bytes=max_body_bytes
+            )
+        else:
+            self.wire = (
+                "aiohttp" if isinstance(transport, wire.AiohttpTransport) else type(transport).__name__
+            )
         all_headers = {"User-Agent": user_agent, "Accept": "application/json"}
         all_headers.update(headers or {})
         self._client = httpx.AsyncClient(
@@ -529,17 +553,24 @@ class UpstreamClient:
             response: httpx.Response | None = None
             failure: httpx.TransportError | None = None
             # The semaphore covers only the attempt itself: sleeping for a backoff must not block others.
+            too_large: wire.BodyTooLarge | None = None
             async with self._semaphore:
                 if self._bucket is not None:
                     await self._bucket.acquire()
+                if self._pacer is not None:
+                    await self._pacer.before_attempt()
                 started = time.monotonic()
                 try:
-                    response = await self._client.request(
-                        method, target, json=json, data=data, headers=headers
-                    )
+                    response = await self._send(method, target, json, data, headers)
                 except httpx.TransportError as exc:
                     failure = exc
+                except wire.BodyTooLarge as exc:
+                    too_large = exc
                 elapsed = time.monotonic() - started
+                if self._pacer is not None and response is not None:
+                    self._pacer.after_attempt(response, started)
+            if too_large is not None:
+                raise self._too_large(method, route, attempt, too_large, elapsed)
             # Let the request waiting for this slot go out before this answer is processed.
             await asyncio.sleep(0)
 
@@ -572,6 +603,54 @@ class UpstreamClient:
                 await asyncio.sleep(wait)
                 continue
             raise self._error(method, route, attempt, response, failure)
+
+    async def _send(
+        self,
+        method: str,
+        target: httpx.URL,
+        json: Any,
+        data: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> httpx.Response:
+        """One attempt, its body read within max_body_bytes (as received, and again once decoded)."""
+        request = self._client.build_request(method, target, json=json, data=data, headers=headers)
+        response = await self._client.send(request, stream=True)
+        limit = self.max_body_bytes
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise wire.BodyTooLarge(limit, int(declared))
+            # A body already in memory (aiohttp's wire enforces the limit as it reads) needs no counting.
+            stream = response.stream
+            if isinstance(stream, httpx.AsyncByteStream) and not isinstance(stream, httpx.ByteStream):
+                response.stream = _CappedStream(stream, limit)
+            await response.aread()
+        finally:
+            await response.aclose()
+        if len(response.content) > limit:  # a small compressed body that decodes to a huge one
+            raise wire.BodyTooLarge(limit)
+        return response
+
+    def _too_large(
+        self, method: str, route: str, attempt: int, exc: wire.BodyTooLarge, elapsed: float
+    ) -> UpstreamError:
+        self._record(
+            RequestEvent(
+                upstream=self.name,
+                method=method,
+                route=route,
+                status=None,
+                elapsed=elapsed,
+                attempt=attempt,
+                retrying=False,
+                rate_limited=False,
+                wait=0.0,
+            ),
+            None,
+        )
+        size = f" ({_mib(exc.declared)})" if exc.declared is not None else ""
+        detail = f"response body{size} is larger than the {_mib(exc.limit)} limit for one response"
+        return UpstreamError(self.name, method, route, None, detail)
 
     async def request_json(self, method: str, route: str, **kw: Any) -> Any:
         """`request` and decode the JSON body (None for an empty body)."""

@@ -12,9 +12,14 @@ flows, cookies and content decoding. Failures are raised as the httpx exceptions
 rules understand (ConnectError = never sent, ReadTimeout, RemoteProtocolError, ...), with a certificate
 failure chained to its ssl.SSLCertVerificationError so it is not retried.
 
-httpx ignores HTTP(S)_PROXY / ALL_PROXY / NO_PROXY once it is given a transport, so where any proxy is
-configured in the environment the client keeps httpx's own transport (`wanted()`): proxy behaviour is
-exactly httpx's, only direct connections get the faster wire.
+Proxies: `for_upstream()` picks the wire for an upstream's base URL with the tenant channel's rules
+(connector.sdk.proxy: HTTPS_PROXY / NO_PROXY as Go reads them, loopback never proxied). A proxied upstream
+gets httpx's own transport with that proxy given explicitly (HTTP CONNECT for https targets); a direct one
+gets this transport. httpx's own reading of the environment is never used: it applies only when a client
+has no transport, and would proxy loopback and ignore CIDR entries in NO_PROXY.
+
+Response bodies are read up to `max_body_bytes` (BodyTooLarge past it), so a misbehaving upstream or a
+man in the middle cannot make one response take all the memory.
 
 TLS: `verify` is what httpx takes (an ssl.SSLContext, e.g. from connector.sdk.http.make_ssl_context, or a
 bool), so a private CA file or insecure mode means the same on both wires. Timeouts come from each request's
@@ -25,19 +30,49 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import ssl
-import urllib.request
+from collections.abc import Mapping
 
 import aiohttp
 import certifi
 import httpx
 import yarl
 
+from connector.sdk.proxy import proxy_for_url
 
-def wanted() -> bool:
-    """Whether to use this transport: not when the environment configures a proxy (see above)."""
-    proxies = urllib.request.getproxies()
-    return not any(proxies.get(scheme) for scheme in ("http", "https", "all"))
+# Direct connections use aiohttp's wire; tests set this to False to run the same cases over httpx's.
+PREFER_AIOHTTP = True
+
+
+class BodyTooLarge(Exception):
+    """A response body past the client's limit (never retried: the same request gets the same body)."""
+
+    def __init__(self, limit: int, declared: int | None = None) -> None:
+        super().__init__(f"response body larger than {limit} bytes")
+        self.limit = limit
+        self.declared = declared
+
+
+def for_upstream(
+    base_url: str,
+    *,
+    verify: ssl.SSLContext | bool,
+    max_connections: int,
+    max_body_bytes: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[httpx.AsyncBaseTransport, str, str | None]:
+    """The transport for an upstream: (transport, wire name, proxy URL or None). See the module docstring.
+
+    Raises connector.sdk.proxy.ProxyConfigError for an unusable proxy variable."""
+    proxy = proxy_for_url(base_url, os.environ if env is None else env)
+    if proxy is None and PREFER_AIOHTTP:
+        transport = AiohttpTransport(
+            verify=verify, max_connections=max_connections, max_body_bytes=max_body_bytes
+        )
+        return transport, "aiohttp", None
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncHTTPTransport(verify=verify, limits=limits, proxy=proxy), "httpx", proxy
 
 
 # Headers aiohttp would otherwise add on its own: httpx already set what it wants.
@@ -71,10 +106,17 @@ def _ssl_arg(verify: ssl.SSLContext | bool) -> ssl.SSLContext | bool:
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx.AsyncBaseTransport over one aiohttp.ClientSession (created in the running event loop)."""
 
-    def __init__(self, *, verify: ssl.SSLContext | bool = True, max_connections: int = 8) -> None:
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | bool = True,
+        max_connections: int = 8,
+        max_body_bytes: int | None = None,
+    ) -> None:
         # Resolved now, not on the first request: building a TLS context is slow enough to skew its timing.
         self._ssl = _ssl_arg(verify)
         self._max_connections = max_connections
+        self._max_body = max_body_bytes
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -104,7 +146,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 timeout=_timeout(request),
             ) as response:
-                content = await response.read()
+                content = await self._read(response)
                 return httpx.Response(
                     response.status,
                     headers=list(response.raw_headers),
@@ -138,6 +180,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.ReadError(str(exc), request=request) from exc
         except aiohttp.ClientError as exc:
             raise httpx.NetworkError(str(exc) or type(exc).__name__, request=request) from exc
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        limit = self._max_body
+        declared = response.content_length
+        if limit is None or (declared is not None and declared <= limit):
+            return await response.read()  # the fast path: aiohttp stops at Content-Length
+        if declared is not None:
+            raise BodyTooLarge(limit, declared)
+        body = bytearray()
+        async for chunk in response.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                raise BodyTooLarge(limit)
+        return bytes(body)
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed:

@@ -124,7 +124,7 @@ def parse_credentials(client_id: str, client_secret: str) -> ClientCredentials:
         if not reason.startswith("invalid client secret"):
             reason = f"invalid client secret: {reason}"
         raise CredentialError(reason) from None
-    register_secret(secret)
+    register_secret(secret, slot="client_secret")
     fingerprint = hashlib.sha256(f"{cid.value}\n{secret}".encode()).hexdigest()
     kid = key.public_jwk.get("kid")
     return ClientCredentials(cid, key, kid if isinstance(kid, str) and kid else None, fingerprint)
@@ -437,7 +437,7 @@ class TokenSource:
                 grpc.StatusCode.UNAUTHENTICATED,
                 "failed to get token: the response is not {access_token, token_type, expires_in:int}",
             )
-        register_secret(access)
+        register_secret(access, slot="tenant_access_token")
         self._count("success")
         # expires_in 0 means "already expired": a new token for every call, as in Go.
         return _Token(f"{normalize_token_type(token_type)} {access}", received + expires_in - EXPIRY_MARGIN)

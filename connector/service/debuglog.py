@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -26,6 +27,10 @@ import structlog
 from connector.ops.logging import redact_processor, redact_text
 
 DEBUG_LOG_NAME = "debug.log"
+# A debug sync of a large instance logs every upstream request: the file is capped so it cannot fill the
+# temp dir (an emptyDir the c1z needs too) or make the upload unbounded. Past the cap one last line says
+# so and the rest of the task's lines go to the regular output only.
+DEBUG_LOG_MAX_BYTES = 64 << 20
 
 _task: contextvars.ContextVar[str | None] = contextvars.ContextVar("baton_debug_task", default=None)
 
@@ -49,6 +54,34 @@ def _formatter() -> logging.Formatter:
     )
 
 
+class _File:
+    """One task's open debug.log and how much of its cap is used."""
+
+    def __init__(self, fh: IO[str], max_bytes: int) -> None:
+        self.fh = fh
+        self.max_bytes = max_bytes
+        self.written = 0
+        self.full = False
+
+    def write(self, line: str) -> None:
+        if self.full:
+            return
+        data = line + "\n"
+        size = len(data.encode("utf-8"))
+        if self.written + size > self.max_bytes:
+            self.full = True
+            data = json.dumps(
+                {"event": "debug_log_truncated", "level": "warning", "max_bytes": self.max_bytes}
+            )
+            data += "\n"
+        self.fh.write(data)
+        self.fh.flush()
+        self.written += size
+
+    def close(self) -> None:
+        self.fh.close()
+
+
 class _Tee(logging.Handler):
     """One handler on the root logger for every active debug task: routes a record to the file of the
     task whose context emitted it."""
@@ -56,19 +89,17 @@ class _Tee(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.setFormatter(_formatter())
-        self.files: dict[str, IO[str]] = {}
+        self.files: dict[str, _File] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
         task_id = _task.get()
         if task_id is None:
             return
-        fh = self.files.get(task_id)
-        if fh is None:
+        out = self.files.get(task_id)
+        if out is None or out.full:
             return
         try:
-            line = redact_text(self.format(record))
-            fh.write(line + "\n")
-            fh.flush()
+            out.write(redact_text(self.format(record)))
         except Exception:  # a log line must never break the task
             self.handleError(record)
 
@@ -112,16 +143,17 @@ class DebugLog:
     """The tee for one task. `start()` (re)creates the file (truncating it) and must be called in the
     task's own asyncio context; `stop()` closes it (idempotent). The file itself is left in place."""
 
-    def __init__(self, path: Path, task_id: str) -> None:
+    def __init__(self, path: Path, task_id: str, max_bytes: int | None = None) -> None:
         self.path = path
         self.task_id = task_id
+        self.max_bytes = DEBUG_LOG_MAX_BYTES if max_bytes is None else max_bytes
         self._token: contextvars.Token[str | None] | None = None
         self._active = False
 
     def start(self) -> None:
         # O_APPEND: a second debug task truncates the shared file, but lines never overwrite each other.
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
-        fh = os.fdopen(fd, "w", encoding="utf-8")
+        fh = _File(os.fdopen(fd, "w", encoding="utf-8"), self.max_bytes)
         with _lock:
             tee = _activate()
             old = tee.files.pop(self.task_id, None)

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from connector.c1z import rows, schema
 from connector.c1z.container import C1zError, Cancelled
-from connector.c1z.writer import C1zWriter
+from connector.c1z.writer import C1zWriter, disk_full_error, is_disk_full
 from connector.ops.logging import get_logger
 from connector.sync.early_expansion import EarlyExpansion
 from connector.sync.expansion import Expander, ExpansionError, ExpansionStats
@@ -228,12 +228,16 @@ def _main_module_hidden() -> Iterator[None]:
             main.__dict__.update(saved)
 
 
-def _error_reply(exc: BaseException) -> bytes:
+def _error_reply(exc: BaseException, work_dir: Path | None = None) -> bytes:
     kind = type(exc).__name__
     if isinstance(exc, Cancelled):
         kind = "Cancelled"
     elif isinstance(exc, C1zError):
         kind = "C1zError"
+    elif work_dir is not None and is_disk_full(exc):
+        # SQLite's "database or disk is full" from any write (rows, indexes, expansion): say where and what
+        # to do, as the writer does for the errors it sees itself.
+        return marshal.dumps(("error", "C1zError", str(disk_full_error(work_dir.parent))))
     return marshal.dumps(("error", kind, str(exc)))
 
 
@@ -295,7 +299,7 @@ def _child_main(
                 else:
                     result = getattr(store, op)(*args)
             except BaseException as exc:
-                conn.send_bytes(_error_reply(exc))
+                conn.send_bytes(_error_reply(exc, store.work_dir))
                 if op in ("commit", "abort"):
                     return
                 continue

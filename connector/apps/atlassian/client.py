@@ -31,7 +31,6 @@ from connector.sdk.errors import ConnectorError, UpstreamError, from_upstream, g
 from connector.sdk.http import (
     RetryPolicy,
     UpstreamClient,
-    default_transport,
     parse_reset,
     parse_retry_after,
 )
@@ -154,12 +153,13 @@ def data_list(body: Any) -> list[Json]:
     return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
 
 
-class PacedTransport(httpx.AsyncBaseTransport):
+class Pacer:
     """Spreads requests out once Atlassian has said "slow down", instead of letting them collide.
 
     The shared client retries a 429 at the reset time Atlassian gives. With several requests in flight
     they all wake at that same instant, one wins and the rest are refused again, until some run out of
-    attempts. This transport sits under the shared client and, after a 429 (or a response reporting
+    attempts. This pacer is the shared client's attempt hook (UpstreamClient(pacer=...), next to its rate
+    limiter, so the client keeps choosing its own wire and proxy) and, after a 429 (or a response reporting
     `X-RateLimit-Remaining: 0`), holds every request until the reset and then starts them one `spacing`
     apart. The spacing starts at the wait Atlassian asked for, doubles on each further 429 and shrinks a
     little with each success, so the pace settles near what the API allows. Without 429s it adds nothing.
@@ -170,21 +170,19 @@ class PacedTransport(httpx.AsyncBaseTransport):
     SPEED_UP = 0.97  # spacing factor per successful response while paced
     MAX_WAIT = 300.0  # the shared client's own cap on one Retry-After / reset
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
+    def __init__(self) -> None:
         self.spacing = 0.0
         self._next_start = 0.0
         self._resume_at = 0.0
         self._adjusted_at = 0.0
         self._turn = asyncio.Lock()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def before_attempt(self) -> None:
         if self.spacing or time.monotonic() < self._resume_at or self._turn.locked():
             await self._wait_turn()
-        sent_at = time.monotonic()
-        response = await self.inner.handle_async_request(request)
+
+    def after_attempt(self, response: httpx.Response, sent_at: float) -> None:
         self._observe(response, sent_at)
-        return response
 
     async def _wait_turn(self) -> None:
         # One request at a time waits for its start; the reset is re-read after every sleep because a
@@ -235,9 +233,6 @@ class PacedTransport(httpx.AsyncBaseTransport):
                 return max(0.0, (reset - wall).total_seconds())
         return None
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
 
 def _auth_kwargs(credential: str | httpx.Auth) -> dict[str, Any]:
     """A fixed key becomes a header; an httpx.Auth (a key following its mounted file) applies per request."""
@@ -266,10 +261,7 @@ class AtlassianClient:
     ) -> None:
         self.org_id = org_id
         self.concurrency = concurrency
-        # The pacer needs the real transport under it: the one the shared client would pick (TLS settings,
-        # pool size; aiohttp's wire unless a proxy is configured).
-        inner = transport or default_transport(verify, concurrency)
-        self.pacer = PacedTransport(inner)
+        self.pacer = Pacer()
         self.http = UpstreamClient(
             "atlassian",
             base_url,
@@ -281,7 +273,8 @@ class AtlassianClient:
             rate_burst=1 if rate_limit else None,
             retry=retry,
             verify=verify,
-            transport=self.pacer,
+            transport=transport,
+            pacer=self.pacer,
         )
         self.scim: UpstreamClient | None = None
         if scim_base_url and scim_token:

@@ -36,6 +36,7 @@ import math
 import os
 import re
 import signal
+import ssl
 import sys
 import time
 import uuid
@@ -291,18 +292,20 @@ class AtlassianSandbox:
     def scim_base_url(self) -> str:
         return f"{self.base_url}/scim/directory/{self.state.scim_directory_id}"
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         app = self.build_app()
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         server = site._server
         assert server is not None
         sock = server.sockets[0]  # type: ignore[attr-defined]
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.base_url = f"http://{shown}:{bound_port}"
+        self.base_url = f"{'https' if ssl_context is not None else 'http'}://{shown}:{bound_port}"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -1718,6 +1721,7 @@ async def start_atlassian_sandbox(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
+    ssl_context: ssl.SSLContext | None = None,
     **overrides: Any,
 ) -> AtlassianSandbox:
     """Start the fake admin API on `host:port` (0 = any free port) and return its handle.
@@ -1728,7 +1732,7 @@ async def start_atlassian_sandbox(
     """
     opts = dataclasses.replace(options or SandboxOptions(), **overrides)
     sandbox = AtlassianSandbox(opts)
-    await sandbox.start(host, port)
+    await sandbox.start(host, port, ssl_context)
     return sandbox
 
 
