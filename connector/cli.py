@@ -241,8 +241,6 @@ async def _serve(connector: Connector, settings: BatonSettings, listen: str, cre
         await runtime.close()
         print(f"error: cannot listen on {listen}: {err}", file=sys.stderr, flush=True)
         return 2
-    tls = " (TLS)" if credentials is not None else ""
-    print(f"serving c1.connector.v2{tls} on {listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
     received: list[signal.Signals] = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -253,6 +251,8 @@ async def _serve(connector: Connector, settings: BatonSettings, listen: str, cre
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    tls = " (TLS)" if credentials is not None else ""
+    print(f"serving c1.connector.v2{tls} on {listen.rsplit(':', 1)[0]}:{server.port}", flush=True)
     waiting = asyncio.create_task(server.wait())
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -236,6 +236,15 @@ class BatonSettings(BaseSettings):
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("sync_resources")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for item in value:
+            type_id, sep, resource = item.partition(":")
+            if not (sep and type_id and resource):
+                raise ValueError(f"each must be TYPE:ID, e.g. group:1234 (not {item!r})")
+        return value
+
     @field_validator("sync_interval")
     @classmethod
     def _positive_interval(cls, value: dt.timedelta | None) -> dt.timedelta | None:
