@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -41,6 +42,8 @@ class Progress:
         self._last: tuple[float, int] = (self.started, self.requests_at_start)
         self._rate = 0.0
         self._task: asyncio.Task[None] | None = None
+        self._shown = False
+        self._swapped: list[logging.StreamHandler[TextIO]] = []
 
     @classmethod
     def for_terminal(
@@ -82,8 +85,21 @@ class Progress:
         with contextlib.suppress(OSError, ValueError):
             self.stream.write(_CLEAR + self.line())
             self.stream.flush()
+            self._shown = True
+
+    def wipe(self) -> None:
+        if self._shown:
+            with contextlib.suppress(OSError, ValueError):
+                self.stream.write(_CLEAR)
+                self.stream.flush()
+            self._shown = False
 
     def start(self) -> None:
+        # Log lines to the same terminal go through _Interleave, so they never share a line with progress.
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is self.stream:
+                handler.setStream(_Interleave(self))  # type: ignore[arg-type]
+                self._swapped.append(handler)
         self.draw()
         self._task = asyncio.get_running_loop().create_task(self._tick())
 
@@ -98,6 +114,22 @@ class Progress:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        with contextlib.suppress(OSError, ValueError):
-            self.stream.write(_CLEAR)
-            self.stream.flush()
+        for handler in self._swapped:
+            handler.setStream(self.stream)
+        self._swapped.clear()
+        self.wipe()
+
+
+class _Interleave:
+    """The terminal as the log handlers see it while progress is shown: the progress line is wiped before
+    each log line (the next tick draws it again below)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+
+    def write(self, text: str) -> int:
+        self.progress.wipe()
+        return self.progress.stream.write(text)
+
+    def flush(self) -> None:
+        self.progress.stream.flush()

@@ -1109,10 +1109,11 @@ async def run_sync(
     e.g. an existing output that is not a c1z). On any failure or cancellation nothing is left at
     `output` that was not there before, and the temp files are gone. `on_phase` is called with each
     phase name as it starts; `upstream_requests` (default: the in-process connector's
-    `upstream_request_count`) is sampled before and after for the report.
+    `upstream_request_count`) is sampled before and after for the report. A `report` passed in is the one
+    filled, so a caller can watch `connector_calls` and `live_rows` while the sync runs (progress).
     """
     with tuning.held():
-        return await _run_sync(client, Path(output), options, temp_dir, on_phase, upstream_requests)
+        return await _run_sync(client, Path(output), options, temp_dir, on_phase, upstream_requests, report)
 
 
 async def _run_sync(
