@@ -158,6 +158,20 @@ async def test_confluence_hostname_needs_a_scheme_and_no_password(tmp_path: Path
         assert "hunter2" not in out + err and "Traceback" not in err
 
 
+async def test_atlassian_url_with_a_password_is_refused_without_echoing_it() -> None:
+    env = _clean_env(
+        BATON_API_TOKEN="some-api-key",
+        BATON_ORG="org-1",
+        BATON_API_BASE_URL="https://me:hunter2@api.example.com",
+    )
+    code, out, err = await _run(env=env)
+    assert code == 2 and out == ""
+    assert err == (
+        "baton-atlassian: error: invalid --api-base-url / BATON_API_BASE_URL: must not contain a user name "
+        'or password (for --api-base-url): use --api-token (got "https://me:***@api.example.com")\n'
+    )
+
+
 async def test_daemon_keeps_running_and_reports_the_unreachable_upstream_on_health(tmp_path: Path) -> None:
     tenant = await start_tenant(next_poll=0.2, next_heartbeat=1.0)
     port = _free_port()
