@@ -21,6 +21,7 @@ from connector import __version__
 from connector.c1z.reader import C1zReader
 from connector.sandbox.atlassian.data import OrgSpec
 from connector.sandbox.atlassian.server import AtlassianSandbox, start_atlassian_sandbox
+from connector.sandbox.confluence.server import start_confluence_sandbox
 from connector.sandbox.tenant import start_tenant
 from connector.sandbox.tenant.certs import make_pki
 from connector.sdk.errors import ConnectorError
@@ -140,6 +141,25 @@ async def test_https_against_a_plain_http_port_says_use_http(
     (line,) = _lines(err, "error:")
     assert "TLS handshake with a server that speaks plain HTTP: use http://" in line, err
     assert "private CA" not in err
+
+
+async def test_confluence_over_https_against_plain_http_says_use_http(tmp_path: Path) -> None:
+    sb = await start_confluence_sandbox()
+    try:
+        env = _clean_env(
+            BATON_HOSTNAME=sb.base_url.replace("http://", "https://"),
+            BATON_ACCESS_TOKEN="admin-pat",
+            BATON_FILE=str(tmp_path / "x.c1z"),
+        )
+        started = time.monotonic()
+        code, _, err = await _run_script(CONFLUENCE, env=env, timeout=60)
+    finally:
+        await sb.stop()
+    assert code == 1
+    (line,) = _lines(err, "error:")
+    assert "TLS handshake with a server that speaks plain HTTP: use http://" in line, err
+    assert "private CA" not in err and "will be retried" not in err
+    assert time.monotonic() - started < 30
 
 
 async def test_confluence_hostname_needs_a_scheme_and_no_password(tmp_path: Path) -> None:
