@@ -1,5 +1,7 @@
 """`python -m connector inspect FILE {resources,entitlements,grants,stats,syncs}`: look inside a c1z.
 
+The Go `baton` CLI's order, command first (`inspect stats FILE`), works too.
+
 Reads any v1 c1z (ours or a Go connector's), prints tables for people or `--json` (protojson, camelCase,
 in the shapes the `baton` CLI's `-o json` uses) for scripts. Output streams, so large files do not need
 to fit in memory. A file that cannot be read gives one line on stderr and exit status 1.
@@ -369,12 +371,20 @@ _HANDLERS: dict[str, Callable[[C1zReader, argparse.Namespace, TextIO, _Json], No
 }
 
 
+def _file_first(argv: list[str]) -> list[str]:
+    """`stats FILE ...` (the baton CLI's order) as `FILE stats ...`; a first word that is not a command
+    (or a file literally named like one, given first) is left where it is."""
+    if len(argv) >= 2 and argv[0] in COMMANDS and argv[1] not in COMMANDS and not argv[1].startswith("-"):
+        return [argv[1], argv[0], *argv[2:]]
+    return list(argv)
+
+
 def inspect_main(argv: list[str], *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     """Run the inspect command on `argv` (the arguments after `inspect`). Returns the exit status."""
     out = stdout if stdout is not None else sys.stdout
     err = stderr if stderr is not None else sys.stderr
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_args(_file_first(argv))
     except SystemExit as exc:  # argparse already printed usage and the problem
         return int(exc.code) if isinstance(exc.code, int) else 2
     js = _Json(err)

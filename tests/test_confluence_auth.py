@@ -47,7 +47,16 @@ def test_flags_and_env_use_the_go_connector_names() -> None:
     assert s.request_concurrency == 8 and s.rate_limit is None
     flags = parse_settings(
         ConfluenceSettings,
-        ["--hostname", "wiki.example.com", "--username", "a", "--password", "b", "--ca-file", "/x.pem"],
+        [
+            "--hostname",
+            "https://wiki.example.com",
+            "--username",
+            "a",
+            "--password",
+            "b",
+            "--ca-file",
+            "/x.pem",
+        ],
         env={},
     )
     assert flags.hostname == "https://wiki.example.com"

@@ -22,6 +22,7 @@ from connector.ops.settings import (
     parse_settings,
     reload_secret,
     secret_values,
+    unknown_env_warning,
 )
 
 TOKEN = "tok-SECRET-abc123"
@@ -314,3 +315,59 @@ def test_host_id_and_api_host() -> None:
     assert host_id({"BATON_HOST_ID": ""}) == "baton-sdk"
     assert c1_api_host({}) is None and c1_api_host({"BATON_C1_API_HOST": ""}) is None
     assert c1_api_host({"BATON_C1_API_HOST": "c1.local:8443"}) == "c1.local:8443"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Loud misconfiguration (issue 15)
+
+
+def test_example_placeholders_are_refused_and_secret_ones_not_echoed() -> None:
+    message = error_of([], {**BASE_ENV, "BATON_HOSTNAME": "<URL of your server>"})
+    assert message == (
+        "invalid --hostname / BATON_HOSTNAME: still the example's placeholder; put the real value there "
+        '(got "<URL of your server>")'
+    )
+    message = error_of(
+        ["--access-token", " <Access token for your account> "], {"BATON_HOSTNAME": "https://w"}
+    )
+    assert (
+        message == "invalid --access-token / BATON_ACCESS_TOKEN: still the example's placeholder; "
+        "put the real value there"
+    )
+    assert parse([], {**BASE_ENV, "BATON_ORG": "a<b>c"}).org == "a<b>c"  # only a whole-value placeholder
+
+
+def test_client_secret_needs_a_client_id() -> None:
+    message = error_of([], {**BASE_ENV, "BATON_CLIENT_SECRET": "secret-token:x:v1:abc"})
+    assert message.startswith("--client-secret / BATON_CLIENT_SECRET is set without --client-id")
+    both = parse([], {**BASE_ENV, "BATON_CLIENT_SECRET": "s3cret-value", "BATON_CLIENT_ID": "a@b/c"})
+    assert both.client_id == "a@b/c"
+    from_file = parse([], {**BASE_ENV, "BATON_CLIENT_SECRET": "s3cret-value", "BATON_CLIENT_ID_FILE": "/id"})
+    assert from_file.client_secret is not None
+
+
+def test_unknown_baton_variables_are_named_with_the_closest_known_name() -> None:
+    env = {
+        **BASE_ENV,
+        "BATON_ACCESS_TOKEN_FILE": "/x",
+        "BATON_HOST_ID": "h",
+        "BATON_TASK_CONCURENCY": "4",
+        "BATON_SUBDOMAIN": "acme",
+        "OTHER": "1",
+    }
+    assert unknown_env_warning(AppSettings, env) == (
+        "ignoring unknown environment variables: BATON_SUBDOMAIN, "
+        "BATON_TASK_CONCURENCY (did you mean BATON_TASK_CONCURRENCY?)"
+    )
+    assert unknown_env_warning(AppSettings, BASE_ENV) is None
+
+
+def test_url_passwords_are_never_echoed() -> None:
+    message = error_of(["--task-concurrency", "https://bob:hunter2@host/x"])
+    assert "hunter2" not in message and "bob:***@host" in message
+
+
+def test_sync_resources_are_type_colon_id() -> None:
+    assert parse(["--sync-resources", "group:1,user:a:b"]).sync_resources == ["group:1", "user:a:b"]
+    message = error_of(["--sync-resources", "group"])
+    assert message.startswith("invalid --sync-resources / BATON_SYNC_RESOURCES: each must be TYPE:ID")

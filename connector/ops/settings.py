@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import difflib
 import os
 import re
 import socket
@@ -202,6 +203,18 @@ class BatonSettings(BaseSettings):
     sync_concurrency: int = Field(
         8, ge=1, le=256, description="Maximum concurrent listing calls made by the sync engine"
     )
+    # The Go SDK's one-shot operations (connector/oneshot.py); not used in service mode.
+    sync_resources: list[str] = Field(
+        default_factory=list, description="One-shot: a partial sync of these resources only (TYPE:ID, ...)"
+    )
+    grant_entitlement: str = Field(
+        "", description="One-shot: grant this entitlement ID (looked up in --file)"
+    )
+    grant_principal: str = Field("", description="One-shot: the principal resource ID to grant to")
+    grant_principal_type: str = Field("", description="One-shot: the resource type of --grant-principal")
+    revoke_grant: str = Field("", description="One-shot: revoke this grant ID (looked up in --file)")
+    create_account_login: str = Field("", description="One-shot: create an account with this login")
+    create_account_email: str = Field("", description="One-shot: the email of the account to create")
     # One-shot actions and deletions (connector/oneshot_actions.py), named as in the Go SDK.
     invoke_action: str = Field("", description="One-shot: invoke this action, print its result and exit")
     invoke_action_args: str = Field("", description="One-shot: the action's arguments as a JSON object")
@@ -228,6 +241,15 @@ class BatonSettings(BaseSettings):
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("sync_resources")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for item in value:
+            type_id, sep, resource = item.partition(":")
+            if not (sep and type_id and resource):
+                raise ValueError(f"each must be TYPE:ID, e.g. group:1234 (not {item!r})")
+        return value
 
     @field_validator("sync_interval")
     @classmethod
@@ -393,8 +415,14 @@ def _name_of(spec: _Spec, source: str) -> str:
     return spec.names[0]
 
 
+# `<URL of your Confluence Data Center instance>`: the shape of the example Secret's values.
+_PLACEHOLDER = re.compile(r"^\s*<[^<>]*>\s*$")
+# The password of `scheme://user:password@host`, never echoed back.
+_URL_PASSWORD = re.compile(r"((?:^|//)[^/@:\s]*):[^/@\s]*@")
+
+
 def _clip(text: str, limit: int = 80) -> str:
-    text = text.replace("\n", "\\n")
+    text = _URL_PASSWORD.sub(r"\1:***@", text.replace("\n", "\\n"))
     return text if len(text) <= limit else text[:limit] + "..."
 
 
@@ -569,6 +597,12 @@ def parse_settings(cls: type[S], argv: Sequence[str], env: Mapping[str, str] | N
         if direct is None:
             continue
         value = direct.value
+        if isinstance(value, str) and _PLACEHOLDER.match(value):
+            shown = "" if spec.kind == "secret" else f' (got "{_clip(value)}")'
+            raise SettingsError(
+                f"invalid {spec.label_for(direct.name)}: still the example's placeholder; "
+                f"put the real value there{shown}"
+            )
         if spec.kind == "bool" and isinstance(value, str):
             value = _go_bool(value, spec, direct.source)
         elif spec.kind == "list" and isinstance(value, str):
@@ -583,6 +617,12 @@ def parse_settings(cls: type[S], argv: Sequence[str], env: Mapping[str, str] | N
     except SettingsError as exc:
         raise SettingsError(_scrub(exc.message, secrets_seen)) from None
     settings._secret_files = secret_files
+    has_secret = settings.client_secret is not None and bool(settings.client_secret.get_secret_value())
+    if has_secret and not (settings.client_id or env.get("BATON_CLIENT_ID_FILE")):
+        raise SettingsError(
+            "--client-secret / BATON_CLIENT_SECRET is set without --client-id / BATON_CLIENT_ID: "
+            "set both (service mode) or neither (one-shot sync)"
+        )
     return settings
 
 
@@ -686,6 +726,37 @@ def reload_secret(settings: BatonSettings, name: str) -> str:
 
 # --------------------------------------------------------------------------------------------------------
 # Non-field environment
+
+# BATON_* variables read outside the settings (service mode, the c1z reader, the Go SDK's temp dir).
+KNOWN_ENV = frozenset(
+    {
+        "BATON_HOST_ID",
+        "BATON_C1_API_HOST",
+        "BATON_GET_TASKS",
+        "BATON_CLIENT_ID_FILE",
+        "BATON_TMPDIR",
+        "BATON_DECODER_MAX_DECODED_SIZE_MB",
+    }
+)
+
+
+def unknown_env_warning(cls: type[BatonSettings], env: Mapping[str, str] | None = None) -> str | None:
+    """One line naming the BATON_* variables nothing reads (a typo, another connector's key), each with
+    the closest known name when there is one; None when there are none."""
+    env = os.environ if env is None else env
+    known = set(KNOWN_ENV)
+    for spec in _specs(cls):
+        known.update(_env(n) for n in spec.names)
+        if spec.kind == "secret":
+            known.update(_env(n + FILE_SUFFIX) for n in spec.names)
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known)
+    if not unknown:
+        return None
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        parts.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return f"ignoring unknown environment variable{'s' if len(parts) > 1 else ''}: {', '.join(parts)}"
 
 
 def host_id(env: Mapping[str, str] | None = None) -> str:

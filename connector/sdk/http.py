@@ -22,6 +22,7 @@ import json as jsonlib
 import math
 import random
 import re
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -396,13 +397,66 @@ def _never_sent(exc: httpx.TransportError) -> bool:
     return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
 
 
+# Failures that say the address is wrong (nothing listens, no such host, TLS to a plain-HTTP port, a
+# certificate we do not trust): repeating the request at once cannot help, and at start-up the user
+# should hear the reason in a second rather than after minutes of backoff. The sync engine still
+# retries them between calls of a running sync, and ConductorOne retries a failed task.
+_ADDRESS_KINDS = frozenset({"connection_refused", "dns", "tls_plain_http", "tls_certificate"})
+# OpenSSL's words for a first "TLS record" that is really the start of a plain HTTP response.
+_PLAIN_HTTP_SSL = ("WRONG_VERSION_NUMBER", "record layer failure", "packet length too long", "http request")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The cause chain, plus the OS errors aiohttp keeps in `os_error` rather than in the chain."""
+    out: list[BaseException] = []
+    for e in _chain(exc):
+        out.append(e)
+        inner = getattr(e, "os_error", None)
+        if isinstance(inner, BaseException):
+            out.extend(_chain(inner))
+    return out
+
+
+def transport_failure(exc: httpx.TransportError, url: httpx.URL | None = None) -> tuple[str, str]:
+    """(kind, message) for a request that got no HTTP answer, in words a user can act on."""
+    where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}" if url is not None else ""
+    causes = _causes(exc)
+    text = " ".join(str(e) for e in causes)
+    if any(isinstance(e, ssl.SSLCertVerificationError) for e in causes) or "CERTIFICATE_VERIFY" in text:
+        reason = next((e for e in causes if isinstance(e, ssl.SSLCertVerificationError)), exc)
+        return (
+            "tls_certificate",
+            f"TLS certificate of {where} not trusted: {getattr(reason, 'verify_message', '') or reason}",
+        )
+    if any(isinstance(e, ssl.SSLError) for e in causes) or "SSL" in text:
+        if any(marker in text for marker in _PLAIN_HTTP_SSL):
+            return (
+                "tls_plain_http",
+                f"TLS handshake with a server that speaks plain HTTP: use http:// for {where}",
+            )
+        return "tls", f"TLS handshake with {where} failed: {_squash(str(exc), 160)}"
+    if any(isinstance(e, ConnectionRefusedError) for e in causes) or "Connect call failed" in text:
+        return "connection_refused", f"connection refused to {where}"
+    if any(isinstance(e, socket.gaierror) for e in causes) or "Name or service not known" in text:
+        return (
+            "dns",
+            f"cannot resolve host {url.host if url is not None else ''}: no such host (check the URL)",
+        )
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "connect_timeout", f"connecting to {where} timed out"
+    if isinstance(exc, httpx.TimeoutException):
+        return "timeout", _transport_detail(exc)
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "protocol", _transport_detail(exc)
+    return "transport", _transport_detail(exc)
+
+
 def _transport_retryable(exc: httpx.TransportError) -> bool:
     if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
         return False  # our request is wrong; repeating it cannot help
     if isinstance(exc, httpx.ProxyError) and "407" in str(exc):
         return False  # the proxy wants other credentials (HTTPS_PROXY's user:password): a setting to fix
-    # A certificate the trust store rejects will be rejected again.
-    return not any(isinstance(e, ssl.SSLCertVerificationError) for e in _chain(exc))
+    return transport_failure(exc)[0] not in _ADDRESS_KINDS
 
 
 def _transport_detail(exc: httpx.TransportError) -> str:
@@ -582,6 +636,7 @@ class UpstreamClient:
             )
             if retrying:
                 wait = self._wait(response, attempt) if response is not None else policy.backoff(attempt)
+            failed = transport_failure(failure, target) if failure is not None else None
             self._record(
                 RequestEvent(
                     upstream=self.name,
@@ -594,7 +649,7 @@ class UpstreamClient:
                     rate_limited=status == 429,
                     wait=wait,
                 ),
-                failure,
+                failed,
             )
             if ok:
                 assert response is not None
@@ -602,7 +657,7 @@ class UpstreamClient:
             if retrying:
                 await asyncio.sleep(wait)
                 continue
-            raise self._error(method, route, attempt, response, failure)
+            raise self._error(method, route, attempt, response, failed)
 
     async def _send(
         self,
@@ -713,7 +768,7 @@ class UpstreamClient:
                     return min(seconds, policy.max_retry_after)
         return min(policy.backoff(attempt), policy.max_retry_after)
 
-    def _record(self, event: RequestEvent, failure: httpx.TransportError | None) -> None:
+    def _record(self, event: RequestEvent, failure: tuple[str, str] | None) -> None:
         self.stats.requests += 1
         if event.retrying:
             self.stats.retries += 1
@@ -729,17 +784,23 @@ class UpstreamClient:
             status=event.status,
             elapsed_ms=round(event.elapsed * 1000, 1),
             attempt=event.attempt,
-            error=type(failure).__name__ if failure is not None else None,
+            error=failure[0] if failure is not None else None,
         )
         if event.retrying:
+            # Either the HTTP status or, when there was no answer, what went wrong (never `status: null`).
+            outcome: dict[str, Any] = (
+                {"error": failure[0], "reason": failure[1]}
+                if failure is not None
+                else {"status": event.status}
+            )
             log.info(
                 "upstream request will be retried",
                 upstream=event.upstream,
                 method=event.method,
                 route=event.route,
-                status=event.status,
                 attempt=event.attempt,
                 wait_s=round(event.wait, 3),
+                **outcome,
             )
         for hook in self._hooks:
             try:
@@ -754,12 +815,12 @@ class UpstreamClient:
         route: str,
         attempts: int,
         response: httpx.Response | None,
-        failure: httpx.TransportError | None,
+        failure: tuple[str, str] | None,
     ) -> UpstreamError:
         suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
         if response is None:
             assert failure is not None
-            return UpstreamError(self.name, method, route, None, _transport_detail(failure) + suffix)
+            return UpstreamError(self.name, method, route, None, failure[1] + suffix)
         detail, body = error_detail(response)
         return UpstreamError(
             self.name,

@@ -4,7 +4,9 @@
 to the start of the next, so a slow sync never overlaps the next one). Each sync is written atomically
 (the engine writes a temp file and renames it over `--file`), so a reader never sees a half-written c1z.
 Without an interval it syncs once. SIGTERM/SIGINT stop it: a running sync is cancelled and the previous
-file is left intact.
+file is left intact. A one-shot sync stopped that way exits 128 + the signal number (130, 143) with one
+line saying so, so that `sync && upload` or a CronJob does not take it for a success; a periodic run
+stopped by a signal is a normal shutdown (0). On a terminal a one-shot sync shows live progress.
 
 Health for the ops server: Hello counts as done at start; a successful sync marks the link OK (refreshed
 while idle, so readiness does not go stale between long intervals), a failed one marks it in error until
@@ -25,7 +27,9 @@ from typing import Any
 from connector.ops.health import DaemonHealth
 from connector.ops.logging import get_logger
 from connector.ops.metrics import Metrics
+from connector.progress import Progress
 from connector.sdk.runtime import ConnectorRuntime
+from connector.sync.report import SyncReport
 
 log = get_logger(__name__)
 
@@ -73,16 +77,23 @@ async def run_standalone(
         skip_entitlements_and_grants=bool(getattr(settings, "skip_entitlements_and_grants", False)),
         skip_grants=bool(getattr(settings, "skip_grants", False)),
         sync_resource_type_ids=tuple(getattr(settings, "sync_resource_types", ()) or ()),
+        targeted_resources=tuple(getattr(settings, "sync_resources", ()) or ()),
         concurrency=int(getattr(settings, "sync_concurrency", 8)),
         skip_full_sync=bool(getattr(settings, "skip_full_sync", False)),
     )
 
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
+    received: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig)
+        stop_event.set()
+
     if install_signal_handlers:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop_event.set)
+                loop.add_signal_handler(sig, on_signal, sig)
                 installed.append(sig)
     if health is not None:
         health.mark_hello_done()
@@ -97,9 +108,16 @@ async def run_standalone(
             if metrics is not None:
                 metrics.sync_started()
 
-            def on_phase(phase: str) -> None:
+            live = SyncReport(output=str(target))
+            progress = (
+                Progress.for_terminal(live, connector.upstream_request_count) if every is None else None
+            )
+
+            def on_phase(phase: str, progress: Progress | None = progress) -> None:
                 if metrics is not None:
                     metrics.sync_phase(phase)
+                if progress is not None:
+                    progress.phase(phase)
 
             sync = asyncio.create_task(
                 run_sync(
@@ -109,13 +127,18 @@ async def run_standalone(
                     temp_dir=temp_dir,
                     on_phase=on_phase,
                     upstream_requests=connector.upstream_request_count,
+                    report=live,
                 )
             )
             stopper = asyncio.create_task(stop_event.wait())
             try:
+                if progress is not None:
+                    progress.start()
                 await asyncio.wait({sync, stopper}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopper.cancel()
+                if progress is not None:
+                    await progress.stop()
             if not sync.done():
                 sync.cancel()
                 with contextlib.suppress(BaseException):
@@ -123,6 +146,15 @@ async def run_standalone(
                 if metrics is not None:
                     metrics.sync_finished("cancelled", None, time.monotonic() - started, None)
                 log.info("standalone_sync_cancelled", reason="shutdown")
+                if every is None and received:
+                    sig = received[0]
+                    print(
+                        f"error: sync interrupted by {sig.name}: no file written "
+                        f"({target} is as it was before)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    exit_code = 128 + int(sig)
                 break
             duration = time.monotonic() - started
             exc = sync.exception()

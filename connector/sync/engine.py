@@ -285,6 +285,8 @@ class _Sink:
         # Called with each batch as it is handed over (the grants sink stamps the expansion watermark).
         self.stamp: Callable[[Any], None] | None = None
         self.submitted_at = time.monotonic()
+        # Rows handed over, counted into (counts, key) for progress displays.
+        self.counted: tuple[dict[str, int], str] | None = None
 
     @classmethod
     def of_lists(cls, db: _Db, write: Callable[[Any, Any], None]) -> _Sink:
@@ -307,6 +309,9 @@ class _Sink:
         batch, self.buffer = self.buffer, self.new()
         if self.stamp is not None:
             self.stamp(batch)
+        if self.counted is not None:
+            counts, key = self.counted
+            counts[key] = counts.get(key, 0) + self.size(batch)
         self.submitted_at = time.monotonic()
         self.inflight.append(asyncio.wrap_future(self.db.submit(self.write, batch)))
         while len(self.inflight) > MAX_BATCHES_IN_FLIGHT:
@@ -454,6 +459,8 @@ class _Syncer:
         self.resources = _Sink.of_lists(db, _write_resource_rows)
         self.entitlements = _Sink.of_lists(db, _write_entitlement_rows)
         self.grants = _Sink(db, _write_grant_batch, rows.GrantRows, len)
+        for name in ("resources", "entitlements", "grants"):
+            getattr(self, name).counted = (report.live_rows, name)
         # Store jobs not awaited where they were submitted (the sync run's start, the resource types):
         # `settle` collects their outcome before anything reads from the store.
         self.background: list[concurrent.futures.Future[Any]] = []
@@ -523,8 +530,16 @@ class _Syncer:
                 return until_reset / rate.remaining
         return min(self.options.retry_base_delay_s * attempt, MAX_LINEAR_BACKOFF_S)
 
-    async def call(self, method: Callable[[Any], Awaitable[T]], request: Any, what: str) -> T:
-        """One RPC with the retry policy; raises _CallFailed with the final ConnectorError."""
+    async def call(
+        self,
+        method: Callable[[Any], Awaitable[T]],
+        request: Any,
+        what: str,
+        *,
+        rate_limits_only: bool = False,
+    ) -> T:
+        """One RPC with the retry policy; raises _CallFailed with the final ConnectorError.
+        `rate_limits_only`: retry only errors that say when to come back (the others fail at once)."""
         attempt = 0
         waited = 0.0
         while True:
@@ -535,7 +550,8 @@ class _Syncer:
                 raise
             except Exception as exc:
                 err = _as_connector_error(exc)
-                if err.retryable and attempt < self.options.max_retries:
+                retry = err.retryable and (err.rate_limit is not None or not rate_limits_only)
+                if retry and attempt < self.options.max_retries:
                     delay = max(0.0, self._retry_delay(err, attempt + 1))
                     if waited + delay <= self.options.max_retry_wait_s:
                         attempt += 1
@@ -545,6 +561,7 @@ class _Syncer:
                             "sync_retry",
                             call=what,
                             code=err.code.name,
+                            error=err.message,
                             attempt=attempt,
                             delay_s=round(delay, 3),
                             rate_limited=err.rate_limit is not None,
@@ -612,8 +629,13 @@ class _Syncer:
     async def validate(self) -> None:
         self.phase("validate")
         try:
+            # Not retried beyond what the upstream client already did (apart from rate limits): a
+            # failing validation is a wrong address or credential, and the user should hear at once.
             resp = await self.call(
-                self.client.validate, connector_pb2.ConnectorServiceValidateRequest(), "validate"
+                self.client.validate,
+                connector_pb2.ConnectorServiceValidateRequest(),
+                "validate",
+                rate_limits_only=True,
             )
         except _CallFailed as exc:
             raise SyncError("validate", "", _describe(exc.error), code=exc.error.code) from None
@@ -1079,6 +1101,7 @@ async def run_sync(
     temp_dir: Path | None = None,
     on_phase: Callable[[str], None] | None = None,
     upstream_requests: Callable[[], int] | None = None,
+    report: SyncReport | None = None,
 ) -> SyncReport:
     """Run one sync through `client` and write the c1z atomically at `output`.
 
@@ -1086,10 +1109,11 @@ async def run_sync(
     e.g. an existing output that is not a c1z). On any failure or cancellation nothing is left at
     `output` that was not there before, and the temp files are gone. `on_phase` is called with each
     phase name as it starts; `upstream_requests` (default: the in-process connector's
-    `upstream_request_count`) is sampled before and after for the report.
+    `upstream_request_count`) is sampled before and after for the report. A `report` passed in is the one
+    filled, so a caller can watch `connector_calls` and `live_rows` while the sync runs (progress).
     """
     with tuning.held():
-        return await _run_sync(client, Path(output), options, temp_dir, on_phase, upstream_requests)
+        return await _run_sync(client, Path(output), options, temp_dir, on_phase, upstream_requests, report)
 
 
 async def _run_sync(
@@ -1099,9 +1123,10 @@ async def _run_sync(
     temp_dir: Path | None,
     on_phase: Callable[[str], None] | None,
     upstream_requests: Callable[[], int] | None,
+    given: SyncReport | None = None,
 ) -> SyncReport:
     started = time.monotonic()
-    report = SyncReport(output=str(output))
+    report = given if given is not None else SyncReport(output=str(output))
     connector = getattr(client, "connector", None)
     if upstream_requests is None and connector is not None and hasattr(connector, "upstream_request_count"):
         upstream_requests = connector.upstream_request_count

@@ -32,6 +32,8 @@ class SyncReport:
     c1z_bytes: int = 0
     # Peak RSS of the c1z writer process (0 when the writer ran in this process).
     writer_peak_rss_kib: int = 0
+    # Rows handed to the store so far, by table ("resources", "entitlements", "grants"): live progress.
+    live_rows: dict[str, int] = field(default_factory=dict)
 
     @property
     def grants(self) -> int:

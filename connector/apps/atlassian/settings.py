@@ -24,6 +24,8 @@ def _check_url(value: str, flag: str) -> str:
         raise ValueError(f"must be an http(s) URL such as {DEFAULT_API_BASE_URL} (for {flag})")
     if parts.query or parts.fragment:
         raise ValueError(f"must not carry a query or fragment (for {flag})")
+    if "@" in parts.netloc:
+        raise ValueError(f"must not contain a user name or password (for {flag}): use --api-token")
     return text
 
 

@@ -47,7 +47,10 @@ _INVALID_TOKEN = (
 
 
 def _tls_failure(err: UpstreamError) -> bool:
+    """A TLS problem a CA bundle could fix (not TLS spoken to a plain-HTTP port: its message says so)."""
     text = err.detail.lower()
+    if "plain http" in text:
+        return False
     return "certificate" in text or "ssl" in text or "tls" in text
 
 

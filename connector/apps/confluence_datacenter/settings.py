@@ -15,15 +15,24 @@ from connector.ops.settings import BatonSettings, SettingsError
 
 
 def normalize_hostname(value: str) -> str:
-    """`https://host[:port][/context]` without a trailing slash; `https://` is assumed without a scheme."""
+    """`https://host[:port][/context]` without a trailing slash. The scheme is required: guessing https://
+    for a server that speaks plain HTTP only fails later, with a TLS error that points elsewhere."""
     text = value.strip()
     if not text:
         raise ValueError("must be the URL of your Confluence server, e.g. https://confluence.example.com")
     if "://" not in text:
-        text = "https://" + text
+        raise ValueError(
+            f"must start with https:// or http:// (e.g. https://{text.split('/')[0].rsplit('@')[-1]}, "
+            "or http://... for a server without TLS)"
+        )
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"must start with http:// or https:// (got scheme {parts.scheme!r})")
+    if "@" in parts.netloc:
+        raise ValueError(
+            "must not contain a user name or password: use --username / --password, "
+            "or --access-token, instead"
+        )
     if not parts.hostname:
         raise ValueError("must include a host name, e.g. https://confluence.example.com")
     if parts.query or parts.fragment:
