@@ -353,3 +353,53 @@ def test_a_derived_grant_id_already_taken_takes_early_work_back(tmp_path: Path) 
         assert stats["created_early"] == 0
     finally:
         store.abort()
+
+
+def test_an_edge_runs_when_both_listings_ended_even_behind_a_slower_listing(tmp_path: Path) -> None:
+    """`slow` comes first in row order and is still listing (the watermark stays at it); inner and outer
+    have ended and say so: their edge runs now, not when `slow` ends."""
+    store = store_with_groups(tmp_path, "slow", "inner", "outer")
+    try:
+        slow = resource_rowid(store, "slow")
+        inner, outer = resource_rowid(store, "inner"), resource_rowid(store, "outer")
+        assert slow < inner < outer
+        batch = rows.GrantRows()
+        batch.add_all([grant(s) for s in [*INNER, NEST]])
+        store.write_grants(batch.plain, batch.expandable, batch.expandable_after, slow, [inner])
+        assert derived(store) == set()  # outer's listing has not ended
+        store.write_grants([], [], [], slow, [outer])
+        assert derived(store) == {"group:outer:member:user:ann", "group:outer:member:user:bob"}
+        stats, _ = store.expand_grants(20)
+        assert (stats["created"], stats["created_early"], stats["early_taken_back"]) == (2, 2, 0)
+    finally:
+        store.abort()
+
+
+async def test_the_engine_reports_listings_that_ended_behind_a_slower_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """g0 is listed first and takes long; g1 -> g2 expands while g0 is still listing."""
+    monkeypatch.setattr("connector.sync.engine.EARLY_EXPANSION_FLUSH_S", 0.0)
+    runs: list[float] = []
+    original = early_expansion.EarlyExpansion._run_destination
+
+    def recording(self: early_expansion.EarlyExpansion, destination: str) -> None:
+        before = self.stats.created
+        original(self, destination)
+        if self.stats.created > before:
+            runs.append(time.monotonic())
+
+    monkeypatch.setattr(early_expansion.EarlyExpansion, "_run_destination", recording)
+    graph = Graph(
+        users=["ann", "bob"],
+        groups=["g0", "g1", "g2"],
+        listings={
+            "g0": [[("g0", "user", "ann", None)]] * 3,
+            "g1": [[("g1", "group", "g2", model.expandable([member_of("g2")]))]],
+            "g2": [[("g2", "user", "ann", None), ("g2", "user", "bob", None)]],
+        },
+        delays={"g0": 0.3},
+    )
+    report, _ = await sync(tmp_path, graph, "slow-first", concurrency=3, writer_process=False)
+    assert report.grants_expanded == report.grants_expanded_early == 2
+    assert runs and runs[0] < graph.ended["g0"]

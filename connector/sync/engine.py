@@ -397,6 +397,9 @@ class _Listings:
     def __init__(self) -> None:
         self.feed: _ResourceFeed | None = None
         self.running: set[int] = set()
+        # Ended since the last batch was stamped: the store runs their edges even while an earlier,
+        # slower listing holds the watermark back.
+        self.ended: list[int] = []
         self.finished = False
 
     def watermark(self) -> int:
@@ -412,6 +415,7 @@ class _Listings:
 
     def stamp(self, batch: rows.GrantRows) -> None:
         batch.watermark = self.watermark()
+        batch.ended, self.ended = self.ended, []
 
 
 def _encoded_grants_lister(client: ConnectorClient) -> Any:
@@ -897,6 +901,7 @@ class _Syncer:
                         await handler(data)
                     finally:
                         listings.running.discard(rowid)
+                    listings.ended.append(rowid)
                     await self.grants.submit_if_older(EARLY_EXPANSION_FLUSH_S)
                 # Resources whose listings need no I/O (no grants, a connector's cache) never suspend the
                 # worker; without a hand-back it could hold the loop for tens of milliseconds while the
