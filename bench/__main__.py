@@ -1,6 +1,6 @@
 """`make bench`: every benchmark scenario, each in its own process so peak RSS is that scenario's own.
 
-Usage: python -m bench [NAME ...]   (names: synthetic, confluence, atlassian; default: all)
+Usage: python -m bench [NAME ...]   (names: synthetic, confluence, expansion, atlassian; default: all)
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 SCENARIOS = {
     "synthetic": "bench.synthetic",
     "confluence": "bench.bench_confluence",
+    "expansion": "bench.bench_expansion",
     "atlassian": "bench.bench_atlassian",
 }
 

@@ -275,3 +275,18 @@ async def test_prerendered_people_are_served_exactly_as_rendered_on_demand() -> 
         data.users["zoë.müller"].display_name = "Zoë Renamed"
         again = json.loads(await listing(paths[0]))["results"]
         assert next(p for p in again if p["username"] == "zoë.müller")["displayName"] == "Zoë Renamed"
+
+
+def test_expansion_heavy_data_has_the_benchmark_shape() -> None:
+    from connector.sandbox.confluence.data import HEAVY_PERMISSION_KEYS, expansion_heavy
+
+    data = expansion_heavy(users=300, groups=20, members_per_group=10, spaces=7)
+    assert len(data.users) == 302 and len(data.groups) == 20 and len(data.spaces) == 7
+    assert all(len(g.members) == 10 for g in data.groups.values())
+    assert data.is_admin("admin")
+    for perms in data.permissions.values():
+        holders = {(kind, who) for _key, kind, who in perms}
+        assert sorted(kind for kind, _ in holders) == ["group"] * 3 + ["user"] * 5
+        assert len(perms) == len(HEAVY_PERMISSION_KEYS) * 8
+        # Groups that hold space permissions are team groups (the built-ins would expand to everyone).
+        assert not {who for kind, who in holders if kind == "group"} & {"confluence-users"}

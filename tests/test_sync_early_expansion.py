@@ -353,3 +353,112 @@ def test_a_derived_grant_id_already_taken_takes_early_work_back(tmp_path: Path) 
         assert stats["created_early"] == 0
     finally:
         store.abort()
+
+
+def test_an_edge_runs_when_both_listings_ended_even_behind_a_slower_listing(tmp_path: Path) -> None:
+    """`slow` comes first in row order and is still listing (the watermark stays at it); inner and outer
+    have ended and say so: their edge runs now, not when `slow` ends."""
+    store = store_with_groups(tmp_path, "slow", "inner", "outer")
+    try:
+        slow = resource_rowid(store, "slow")
+        inner, outer = resource_rowid(store, "inner"), resource_rowid(store, "outer")
+        assert slow < inner < outer
+        batch = rows.GrantRows()
+        batch.add_all([grant(s) for s in [*INNER, NEST]])
+        store.write_grants(batch.plain, batch.expandable, batch.expandable_after, slow, [inner])
+        assert derived(store) == set()  # outer's listing has not ended
+        store.write_grants([], [], [], slow, [outer])
+        assert derived(store) == {"group:outer:member:user:ann", "group:outer:member:user:bob"}
+        stats, _ = store.expand_grants(20)
+        assert (stats["created"], stats["created_early"], stats["early_taken_back"]) == (2, 2, 0)
+    finally:
+        store.abort()
+
+
+async def test_the_engine_reports_listings_that_ended_behind_a_slower_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """g0 is listed first and takes long; g1 -> g2 expands while g0 is still listing."""
+    monkeypatch.setattr("connector.sync.engine.EARLY_EXPANSION_FLUSH_S", 0.0)
+    runs: list[float] = []
+    original = early_expansion.EarlyExpansion._run_destination
+
+    def recording(self: early_expansion.EarlyExpansion, destination: str) -> None:
+        before = self.stats.created
+        original(self, destination)
+        if self.stats.created > before:
+            runs.append(time.monotonic())
+
+    monkeypatch.setattr(early_expansion.EarlyExpansion, "_run_destination", recording)
+    graph = Graph(
+        users=["ann", "bob"],
+        groups=["g0", "g1", "g2"],
+        listings={
+            "g0": [[("g0", "user", "ann", None)]] * 3,
+            "g1": [[("g1", "group", "g2", model.expandable([member_of("g2")]))]],
+            "g2": [[("g2", "user", "ann", None), ("g2", "user", "bob", None)]],
+        },
+        delays={"g0": 0.3},
+    )
+    report, _ = await sync(tmp_path, graph, "slow-first", concurrency=3, writer_process=False)
+    assert report.grants_expanded == report.grants_expanded_early == 2
+    assert runs and runs[0] < graph.ended["g0"]
+
+
+async def test_group_grants_are_listed_before_other_resources_grants(tmp_path: Path) -> None:
+    """Groups are usually the sources of expansion: listed first, each other resource's edges can run as
+    soon as its own listing ends. Resources stored before the groups are listed after them."""
+    doc = model.resource_type("doc", "Document", [])
+    calls: list[str] = []
+
+    class Docs(ResourceSyncer):
+        resource_type = doc
+
+        async def list(self, parent: resource_pb2.ResourceId | None, page_token: str) -> Page[Any]:
+            return Page([model.new_resource(f"d{i}", doc, f"d{i}") for i in range(3)])
+
+        async def entitlements(self, resource: resource_pb2.Resource, page_token: str) -> Page[Any]:
+            return Page([model.permission_entitlement(resource, "read", grantable_to=[GROUP])])
+
+        async def grants(self, resource: resource_pb2.Resource, page_token: str) -> Page[Any]:
+            calls.append(f"doc:{resource.id.resource}")
+            g = model.new_grant(
+                resource,
+                "read",
+                model.resource_id("group", "g0"),
+                annotations=[model.expandable([member_of("g0")])],
+            )
+            return Page([g])
+
+    graph = Graph(users=["ann"], groups=["g0", "g1"], listings={"g0": [[("g0", "user", "ann", None)]]})
+
+    class Recorded(Groups):
+        async def grants(self, resource: resource_pb2.Resource, page_token: str) -> Page[grant_pb2.Grant]:
+            calls.append(f"group:{resource.id.resource}")
+            return await super().grants(resource, page_token)
+
+    class DocsFirst(GraphConnector):
+        def syncers(self) -> Sequence[ResourceSyncer]:
+            return [Docs(), Users(self.graph), Recorded(self.graph)]
+
+    out = tmp_path / "docs.c1z"
+    report = await run_sync(ConnectorRuntime(DocsFirst(graph)), out, SyncOptions(concurrency=1))
+    assert calls == ["group:g0", "group:g1", "doc:d0", "doc:d1", "doc:d2"]
+    assert report.grants_expanded == 3
+
+
+def test_a_feed_out_of_row_order_vouches_for_nothing_until_it_is_exhausted() -> None:
+    """Groups first: a running group with a high row id says nothing of the resources below it that are
+    still to come, so the watermark stays at 0 (ended listings are reported one by one instead)."""
+    from connector.sync.engine import _Listings, _ResourceFeed
+
+    feed = _ResourceFeed(None, (), ("group",))  # type: ignore[arg-type]
+    listings = _Listings()
+    listings.feed = feed
+    feed.last = 40
+    listings.running = {40}
+    assert listings.watermark() == 0
+    feed.done = True
+    assert listings.watermark() == 40
+    listings.running = set()
+    assert listings.watermark() == ALL_DONE

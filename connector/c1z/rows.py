@@ -173,6 +173,8 @@ class GrantRows:
         # Set by the sync engine when the batch is handed over: every resource with a smaller row id has
         # had its grants listed (see connector/sync/early_expansion.py); None when not known.
         self.watermark: int | None = None
+        # Row ids of resources above the watermark whose grant listings have ended (early expansion).
+        self.ended: list[int] = []
         self._cache: dict[bytes, tuple[str, str, str]] = {}
 
     def __len__(self) -> int:

@@ -61,7 +61,7 @@ BULK_LOAD_AFTER = 100_000
 NEW_PAGE_SIZE = 16384
 
 
-class _MultiRowUpsert:
+class MultiRowUpsert:
     def __init__(self, table: str, columns: str, row: tuple[str, ...], conflict: str) -> None:
         """`row`: one SQL expression per column; "?" marks a per-row parameter (in order)."""
         self.head = f"insert into {table} ({columns}) values "
@@ -92,13 +92,13 @@ class _MultiRowUpsert:
         return max(1, min(MAX_ROWS_PER_STATEMENT, (max_variables - 2) // max(1, self.params)))
 
 
-_RESOURCE_TYPES_UPSERT = _MultiRowUpsert(
+_RESOURCE_TYPES_UPSERT = MultiRowUpsert(
     schema.RESOURCE_TYPES,
     "external_id, data, sync_id, discovered_at",
     ("?", "?", "?1", "?2"),
     "on conflict (external_id, sync_id) do update set data = excluded.data",
 )
-_RESOURCES_UPSERT = _MultiRowUpsert(
+_RESOURCES_UPSERT = MultiRowUpsert(
     schema.RESOURCES,
     "resource_type_id, external_id, parent_resource_type_id, parent_resource_id, data, sync_id, "
     "discovered_at",
@@ -107,7 +107,7 @@ _RESOURCES_UPSERT = _MultiRowUpsert(
     "parent_resource_type_id = excluded.parent_resource_type_id, "
     "parent_resource_id = excluded.parent_resource_id, data = excluded.data",
 )
-_ENTITLEMENTS_UPSERT = _MultiRowUpsert(
+_ENTITLEMENTS_UPSERT = MultiRowUpsert(
     schema.ENTITLEMENTS,
     "resource_type_id, resource_id, external_id, data, sync_id, discovered_at",
     ("?", "?", "?", "?", "?1", "?2"),
@@ -141,16 +141,16 @@ _EXPANDABLE_GRANT = ("?", "?", "?", "?", "?", "?", "?", "?", "1", "?1", "?2")
 # A fresh database has no grant indexes while the connector's grants stream in (see C1zWriter): plain
 # appends, several times cheaper than upserts into a unique index that grows to millions of keys.
 _GRANTS_INSERT = {
-    False: _MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _PLAIN_GRANT, ""),
-    True: _MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _EXPANDABLE_GRANT, ""),
+    False: MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _PLAIN_GRANT, ""),
+    True: MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _EXPANDABLE_GRANT, ""),
 }
 _GRANTS_UPSERT = {
-    (False, False): _MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _PLAIN_GRANT, _GRANT_CONNECTOR_CONFLICT),
-    (True, False): _MultiRowUpsert(
+    (False, False): MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _PLAIN_GRANT, _GRANT_CONNECTOR_CONFLICT),
+    (True, False): MultiRowUpsert(
         schema.GRANTS, _GRANT_COLUMNS, _EXPANDABLE_GRANT, _GRANT_CONNECTOR_CONFLICT
     ),
-    (False, True): _MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _PLAIN_GRANT, _GRANT_PRESERVE_CONFLICT),
-    (True, True): _MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _EXPANDABLE_GRANT, _GRANT_PRESERVE_CONFLICT),
+    (False, True): MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _PLAIN_GRANT, _GRANT_PRESERVE_CONFLICT),
+    (True, True): MultiRowUpsert(schema.GRANTS, _GRANT_COLUMNS, _EXPANDABLE_GRANT, _GRANT_PRESERVE_CONFLICT),
 }
 
 
@@ -296,7 +296,7 @@ class C1zWriter:
 
     # --- writes -------------------------------------------------------------------------------------
 
-    def _upsert(self, stmt: _MultiRowUpsert, batch: Sequence[tuple[object, ...]]) -> None:
+    def _upsert(self, stmt: MultiRowUpsert, batch: Sequence[tuple[object, ...]]) -> None:
         """Upsert `batch`, a few thousand rows per statement (each statement is atomic)."""
         if not self.sync_id:
             raise C1zError("no sync started")
@@ -312,7 +312,7 @@ class C1zWriter:
             execute(stmt.sql(n), shared + tuple(chain.from_iterable(batch[i : i + n])))
             i += n
 
-    def _write(self, stmt: _MultiRowUpsert, batch: Sequence[tuple[object, ...]]) -> None:
+    def _write(self, stmt: MultiRowUpsert, batch: Sequence[tuple[object, ...]]) -> None:
         if batch:
             self._upsert(stmt, batch)
 

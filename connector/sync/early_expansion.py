@@ -55,6 +55,7 @@ class EarlyExpansion:
         self.expander = Expander(conn, sync_id)
         self.journal = Journal()
         self.expander.journal = self.journal
+        self.expander.keep_sources = True
         self.active = True
         self.undone = 0
         self.watermark = 0
@@ -66,6 +67,11 @@ class EarlyExpansion:
         # (row id of the resource whose listing must end first, destination)
         self._waiting: list[tuple[int, str]] = []
         self._queued: set[tuple[int, str]] = set()
+        # Listings the engine reported ended above the watermark (a slow listing holds the watermark back,
+        # not the edges of every listing after it), the items waiting for them, and items ready to run.
+        self.ended: set[int] = set()
+        self._by_row: dict[int, list[tuple[int, str]]] = {}
+        self._ready: list[tuple[int, str]] = []
         self._rowids: dict[tuple[str, str], int | None] = {}
 
     @property
@@ -88,12 +94,23 @@ class EarlyExpansion:
             self.targets.add(destination)
             self._wait_for((r[0], r[1]), destination)
 
-    def after_write(self, watermark: int | None) -> None:
+    def after_write(self, watermark: int | None, ended: Sequence[int] = ()) -> None:
         """Called after a batch is stored; `watermark`: every resource with a smaller row id has had its
-        grants listed (None: not known, as in a targeted sync)."""
+        grants listed (None: not known, as in a targeted sync); `ended`: row ids of further resources
+        whose listings have ended."""
         if watermark is not None and watermark > self.watermark:
             self.watermark = watermark
+        for rowid in ended:
+            if rowid >= self.watermark:
+                self.ended.add(rowid)
+            self._ready.extend(self._by_row.pop(rowid, ()))
         self.step()
+
+    def _done(self, rowid: int) -> bool:
+        return rowid < self.watermark or rowid in self.ended
+
+    def _has_ready(self) -> bool:
+        return bool(self._ready) or bool(self._waiting and self._waiting[0][0] < self.watermark)
 
     def step(self) -> bool:
         """Run ready edges for up to STEP_BUDGET_S. Returns whether ready work is left."""
@@ -102,16 +119,32 @@ class EarlyExpansion:
         if not self.indexes_live() or self.journal.updated_bytes > MAX_UNDO_BYTES:
             self.active = False  # what ran stays valid; the rest is for the expansion at the end
             return False
+        if not self._has_ready():
+            return False
         deadline = time.monotonic() + STEP_BUDGET_S
-        while self._waiting and self._waiting[0][0] < self.watermark:
-            if time.monotonic() > deadline:
-                return True
-            item = heapq.heappop(self._waiting)
-            self._queued.discard(item)
-            self._run_destination(item[1])
-            if not self.active:
-                return False
-        return False
+        more = False
+        conflict = False
+        # One transaction per step (a commit writes out the touched index pages), never rolled back (the
+        # database runs without a rollback journal): a conflict is taken back through the journal instead.
+        self.conn.execute("begin")
+        try:
+            while self._has_ready():
+                if time.monotonic() > deadline:
+                    more = True
+                    break
+                item = self._ready.pop() if self._ready else heapq.heappop(self._waiting)
+                if item not in self._queued:
+                    continue  # ran already (it was both past the watermark and reported ended)
+                self._queued.discard(item)
+                self._run_destination(item[1])
+        except JournalConflict:
+            conflict = True
+        finally:
+            self.conn.execute("commit")
+        if conflict:
+            self.undo()
+            return False
+        return more
 
     # --- the end --------------------------------------------------------------------------------------
 
@@ -138,12 +171,15 @@ class EarlyExpansion:
                 self.journal.undo(self.conn)
             finally:
                 self.conn.execute("commit")
+        self.expander.forget_pages()
         self.undone += self.expander.stats.created
         self.expander.stats = ExpansionStats()
         self.ran.clear()
         self.frozen.clear()
         self._waiting.clear()
         self._queued.clear()
+        self._by_row.clear()
+        self._ready.clear()
         self.active = False
 
     # --- edges ----------------------------------------------------------------------------------------
@@ -165,14 +201,20 @@ class EarlyExpansion:
         if item not in self._queued:
             self._queued.add(item)
             heapq.heappush(self._waiting, item)
+            if rowid in self.ended:
+                self._ready.append(item)
+            else:
+                self._by_row.setdefault(rowid, []).append(item)
 
     def _edges_into(self, destination: str) -> list[tuple[str, Flags, tuple[str, str]]]:
         """The edges into `destination` as the final graph will have them (the first grant naming a source
         wins), with the owner of each source."""
         out: dict[str, tuple[str, Flags, tuple[str, str]]] = {}
+        # `+sync_id`: through the entitlement's index. Left to itself SQLite picks the partial index of
+        # every grant that needs expansion and scans all of them, for every destination.
         for ptype, pid, expansion in self.conn.execute(
             f"select principal_resource_type_id, principal_resource_id, expansion from {schema.GRANTS} "
-            "where entitlement_id = ? and sync_id = ? and expansion is not null and needs_expansion = 1 "
+            "where entitlement_id = ? and +sync_id = ? and expansion is not null and needs_expansion = 1 "
             "order by id",
             (destination, self.sync_id),
         ):
@@ -194,32 +236,20 @@ class EarlyExpansion:
             owner_row = self._rowid(owner)
             if owner_row is None or not self.expander.source_belongs_to(source, *owner):
                 continue  # the expansion at the end warns about it or fails on it
-            if owner_row >= self.watermark:
+            if not self._done(owner_row):
                 self._wait_for(owner, destination)
                 continue
             ready.append(Action(source, destination, flags[0], flags[1]))
         if not ready:
             return
         expander = self.expander
-        conflict = False
-        # One transaction per destination; never rolled back (the database runs without a rollback
-        # journal): a conflict is taken back through the journal instead.
-        self.conn.execute("begin")
-        try:
-            for action in ready:
-                expander.forget_pages()
-                cursor = expander.expand_page(action, None)
-                while cursor is not None:
-                    cursor = expander.expand_page(action, cursor)
-                self.ran[(action.source, action.destination)] = (action.shallow, action.resource_type_ids)
-                self.frozen.add(action.source)
-                self.frozen.add(action.destination)
-        except JournalConflict:
-            conflict = True
-        finally:
-            self.conn.execute("commit")
-        if conflict:
-            self.undo()
+        for action in ready:
+            cursor = expander.expand_page(action, None)
+            while cursor is not None:
+                cursor = expander.expand_page(action, cursor)
+            self.ran[(action.source, action.destination)] = (action.shallow, action.resource_type_ids)
+            self.frozen.add(action.source)
+            self.frozen.add(action.destination)
 
 
 def _flags(edge: Edge) -> Flags:

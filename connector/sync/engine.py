@@ -349,10 +349,18 @@ class _ResourceFeed:
     MAX_BATCHES_IN_FLIGHT per table), and every worker would stall with it. Two pages at most are held.
     """
 
-    def __init__(self, db: _Db, exclude_types: Iterable[str] = ()) -> None:
+    def __init__(self, db: _Db, exclude_types: Iterable[str] = (), first_types: Sequence[str] = ()) -> None:
         self.db = db
         # Types the phase skips: never read back (a connector's users are often most of its resources).
         self.exclude = tuple(sorted(exclude_types))
+        # Passes over the store: (type or None for every other type, types left out). With `first_types`,
+        # the resources of those types come first, one type after another, then every other type;
+        # otherwise one pass in row id order.
+        first = [t for t in first_types if t not in self.exclude]
+        self.passes: deque[tuple[str | None, tuple[str, ...]]] = deque(
+            [*((t, ()) for t in first), (None, tuple(sorted({*self.exclude, *first})))]
+        )
+        self.in_row_order = not first
         self.buffer: deque[tuple[int, bytes]] = deque()
         self.after = 0
         # Row id of the last resource handed out (those after it are not handed out yet).
@@ -362,7 +370,8 @@ class _ResourceFeed:
         self.pending: concurrent.futures.Future[list[tuple[int, bytes]]] | None = None
 
     def _request(self) -> concurrent.futures.Future[list[tuple[int, bytes]]]:
-        return self.db.submit(_resource_page, self.after, RESOURCE_PAGE, None, self.exclude)
+        type_id, exclude = self.passes[0]
+        return self.db.submit(_resource_page, self.after, RESOURCE_PAGE, type_id, exclude)
 
     async def next(self) -> tuple[int, bytes] | None:
         """The next resource: its row id and its data."""
@@ -375,7 +384,9 @@ class _ResourceFeed:
                 fut, self.pending = self.pending or self._request(), None
                 page = await asyncio.wrap_future(fut)
                 if not page:
-                    self.done = True
+                    self.passes.popleft()
+                    self.after = 0
+                    self.done = not self.passes
                 else:
                     self.after = page[-1][0]
                     self.buffer.extend(page)
@@ -402,6 +413,9 @@ class _Listings:
     def __init__(self) -> None:
         self.feed: _ResourceFeed | None = None
         self.running: set[int] = set()
+        # Ended since the last batch was stamped: the store runs their edges even while an earlier,
+        # slower listing holds the watermark back.
+        self.ended: list[int] = []
         self.finished = False
 
     def watermark(self) -> int:
@@ -411,12 +425,16 @@ class _Listings:
         if feed is None:
             return 0
         # Resources are handed out in row id order: those before the last one handed out have ended
-        # unless still running; a resource skipped by its annotations has nothing to list.
-        floor = ALL_DONE if feed.exhausted() else feed.last + 1
-        return min(self.running, default=floor)
+        # unless still running; a resource skipped by its annotations has nothing to list. Handed out in
+        # another order, only the ended ones (`ended`) are known until the end.
+        floor = feed.last + 1 if feed.in_row_order else 0
+        if feed.exhausted():
+            floor = ALL_DONE
+        return min(floor, *self.running) if self.running else floor
 
     def stamp(self, batch: rows.GrantRows) -> None:
         batch.watermark = self.watermark()
+        batch.ended, self.ended = self.ended, []
 
 
 def _encoded_grants_lister(client: ConnectorClient) -> Any:
@@ -898,7 +916,16 @@ class _Syncer:
         skipped_types = {
             t for t, names in self.type_annotations.items() if any(n in names for n in skip_names)
         }
-        feed = _ResourceFeed(self.db, skipped_types)
+        # Grants: resources of group types first. Group memberships are what usually expands into other
+        # resources' entitlements; listed first, every later resource whose listing ends releases its
+        # edges to early expansion at once, spread over the phase rather than left for its end (the result
+        # is the same in any order).
+        first_types: list[str] = []
+        if listings is not None:
+            first_types = [
+                t for t, rt in self.types.items() if resource_pb2.ResourceType.TRAIT_GROUP in rt.traits
+            ]
+        feed = _ResourceFeed(self.db, skipped_types, first_types)
         if listings is not None:
             listings.feed = feed
 
@@ -919,6 +946,7 @@ class _Syncer:
                         await handler(data)
                     finally:
                         listings.running.discard(rowid)
+                    listings.ended.append(rowid)
                     await self.grants.submit_if_older(EARLY_EXPANSION_FLUSH_S)
                 # Resources whose listings need no I/O (no grants, a connector's cache) never suspend the
                 # worker; without a hand-back it could hold the loop for tens of milliseconds while the

@@ -25,10 +25,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 
 from connector.c1z import schema
 from connector.c1z.timefmt import format_timestamp
-from connector.pb.c1.connector.v2 import annotation_grant_pb2, entitlement_pb2, grant_pb2, resource_pb2
+from connector.c1z.writer import MultiRowUpsert
+from connector.pb.c1.connector.v2 import annotation_grant_pb2, entitlement_pb2, grant_pb2
 from connector.sdk import model
 
 DEFAULT_MAX_DEPTH = 20
@@ -38,11 +40,13 @@ _IN_CHUNK = 500
 
 # (row id, principal type, principal id) of the last grant of a page.
 Cursor = tuple[str, str, int]
-# A source grant as expansion needs it: principal type, principal id, whether it holds the source
-# directly, and its principal.
-_SourceRow = tuple[str, str, bool, resource_pb2.Resource]
-# A row of v1_grants as inserted (see C1zWriter's grant columns).
-_GrantRow = tuple[str, str, str, str, str, str, None, int, bytes, str, str]
+# A source grant as expansion needs it: principal type and id (its columns), whether it holds the source
+# directly, its principal serialized as a Grant's field 2 (built once per source grant, used for every
+# destination), and the principal id's type and id (the derived grant's columns).
+_SourceRow = tuple[str, str, bool, bytes, str, str]
+# Source grants kept parsed across destinations when the expander's sources cannot change under it
+# (early expansion; see `keep_sources`), at most this many.
+MAX_KEPT_SOURCE_ROWS = 50_000
 
 
 class ExpansionError(Exception):
@@ -129,6 +133,13 @@ class Expander:
         # Set by early expansion (early_expansion.py): what this expander writes is recorded so that it
         # can be taken back, and new grants never overwrite a stored one.
         self.journal: Journal | None = None
+        # Early expansion never writes a source while it runs (a later grant of one takes everything back,
+        # which calls forget_pages), so source pages are kept across destinations, up to a bound.
+        self.keep_sources = False
+        self._kept: dict[
+            tuple[str, tuple[str, ...], Cursor | None], tuple[list[_SourceRow], Cursor | None]
+        ] = {}
+        self._kept_rows = 0
 
     # --- graph ---------------------------------------------------------------------------------------
 
@@ -151,8 +162,10 @@ class Expander:
         return rid.resource_type == ptype and rid.resource == pid
 
     def forget_pages(self) -> None:
-        """Drop the cached source page (the grants under it may have changed since it was read)."""
+        """Drop the cached source pages (the grants under them may have changed since they were read)."""
         self._source_cache = None
+        self._kept.clear()
+        self._kept_rows = 0
 
     def load(self) -> int:
         """Read expandable grants and build the graph. Returns the number of edges."""
@@ -325,47 +338,38 @@ class Expander:
         if dest is None:
             self.warn(f"expansion destination entitlement {action.destination} not found; edge skipped")
             return None
-        ts = format_timestamp()
-        # New grants are written as bytes, assembled from fields serialized once per page (see _field):
-        # the same bytes `SerializeToString(deterministic=True)` gives, at a fraction of the cost.
+        # New grants are written as bytes, assembled from fields serialized once per page or once per source
+        # grant (see _field): the same bytes `SerializeToString(deterministic=True)` gives, at a fraction
+        # of the cost.
         head = _field(1, dest.SerializeToString(deterministic=True))
         tails = {d: self._immutable_field + _field(5, _sources(action.source, d)) for d in (False, True)}
         rid = dest.resource.id
-        inserts: dict[tuple[str, str], _GrantRow] = {}
+        rtype, rres = rid.resource_type, rid.resource
+        inserts: dict[tuple[str, str], _DerivedRow] = {}
         updates: dict[int, grant_pb2.Grant] = {}
         source = action.source
         destination = action.destination
-        sync_id = self.sync_id
+        prefix = f"{dest.id}:"
         candidates = rows if not action.shallow else [r for r in rows if r[2]]
         existing = self._existing(destination, candidates)
-        for ptype, pid, direct, principal in candidates:
+        for ptype, pid, direct, pfield, col_type, col_id in candidates:
             key = (ptype, pid)
             if key in inserts:
                 continue  # the same principal twice in the source: its first grant already says it all
             held = existing.get(key)
             if not held:
-                gid = f"{dest.id}:{ptype}:{pid}"
-                pid_msg = principal.id
-                data = b"".join(
-                    (
-                        head,
-                        _field(2, principal.SerializeToString(deterministic=True)),
-                        _field(3, gid.encode()),
-                        tails[direct],
-                    )
-                )
+                gid = f"{prefix}{ptype}:{pid}"
+                gid_bytes = gid.encode()
+                size = len(gid_bytes)
+                gid_field = b"\x1a" + bytes((size,)) + gid_bytes if size < 0x80 else _field(3, gid_bytes)
                 inserts[key] = (
-                    rid.resource_type,
-                    rid.resource,
-                    dest.id,
-                    pid_msg.resource_type,
-                    pid_msg.resource,
+                    rtype,
+                    rres,
+                    destination,
+                    col_type,
+                    col_id,
                     gid,
-                    None,
-                    0,
-                    data,
-                    sync_id,
-                    ts,
+                    head + pfield + gid_field + tails[direct],
                 )
                 continue
             for row_id, d in held:
@@ -379,7 +383,7 @@ class Expander:
                     changed = True
                 if changed:
                     updates[row_id] = d
-        self._write(inserts, updates, ts)
+        self._write(inserts, updates)
         if self._source_cache is not None and self._source_cache[0][0] == destination:
             self._source_cache = None  # never true across components; kept so a cache can never go stale
         return nxt
@@ -396,6 +400,9 @@ class Expander:
         cached = self._source_cache
         if cached is not None and cached[0] == key:
             return cached[1], cached[2]
+        kept = self._kept.get(key) if self.keep_sources else None
+        if kept is not None:
+            return kept
         query = (
             f"select id, principal_resource_type_id, principal_resource_id, data from {schema.GRANTS} "
             "where entitlement_id = ? and sync_id = ?"
@@ -416,13 +423,29 @@ class Expander:
             g = grant_pb2.Grant()
             g.ParseFromString(bytes(data))
             sources = g.sources.sources
-            rows.append((str(ptype), str(pid), len(sources) == 0 or source in sources, g.principal))
+            principal = g.principal
+            rows.append(
+                (
+                    str(ptype),
+                    str(pid),
+                    len(sources) == 0 or source in sources,
+                    _field(2, principal.SerializeToString(deterministic=True)),
+                    principal.id.resource_type,
+                    principal.id.resource,
+                )
+            )
         # A short page is the last one: nothing of the source is written while its actions run.
         nxt: Cursor | None = None
         if len(found) == self.page_size:
             last = found[-1]
             nxt = (str(last[1]), str(last[2]), int(last[0]))
         self._source_cache = (key, rows, nxt)
+        if self.keep_sources:
+            if self._kept_rows + len(rows) > MAX_KEPT_SOURCE_ROWS:
+                self._kept.clear()
+                self._kept_rows = 0
+            self._kept[key] = (rows, nxt)
+            self._kept_rows += len(rows)
         return rows, nxt
 
     def _existing(
@@ -432,7 +455,7 @@ class Expander:
         (a few queries per page rather than one per principal)."""
         wanted: dict[str, list[str]] = {}
         seen: set[tuple[str, str]] = set()
-        for ptype, pid, _direct, _principal in rows:
+        for ptype, pid, *_ in rows:
             if (ptype, pid) not in seen:
                 seen.add((ptype, pid))
                 wanted.setdefault(ptype, []).append(pid)
@@ -456,13 +479,13 @@ class Expander:
         return out
 
     def _write(
-        self, inserts: dict[tuple[str, str], _GrantRow], updates: dict[int, grant_pb2.Grant], ts: str
+        self, inserts: dict[tuple[str, str], _DerivedRow], updates: dict[int, grant_pb2.Grant]
     ) -> None:
         if not inserts and not updates:
             return
         new_rows = list(inserts.values())
         conn = self.conn
-        # Inside expand_layer's transaction already, or a transaction of its own.
+        # Inside expand_layer's transaction (or early expansion's) already, or a transaction of its own.
         own = not conn.in_transaction
         if own:
             conn.execute("begin")
@@ -470,7 +493,7 @@ class Expander:
         try:
             if new_rows:
                 first = _max_grant_id(conn) + 1 if journal is not None else 0
-                conn.executemany(_INSERT_DERIVED[journal is not None], new_rows)
+                _insert_derived(conn, new_rows, self.sync_id, journal is not None)
                 if journal is not None:
                     journal.inserted_since(conn, first, new_rows)
             if updates:
@@ -490,17 +513,42 @@ class Expander:
         self.stats.updated += len(updates)
 
 
+# A derived grant's per-row columns: resource type, resource, entitlement, principal type, principal id,
+# external id, data (sync id and timestamp are shared by the statement).
+_DerivedRow = tuple[str, str, str, str, str, str, bytes]
+_DERIVED_ROW = ("?", "?", "?", "?", "?", "?", "null", "0", "?", "?1", "?2")
+# Rows per statement: one statement binds a few hundred rows in one call (executemany steps once per row).
+_DERIVED_PER_STATEMENT = 256
+
+
+def _insert_derived(
+    conn: sqlite3.Connection, new_rows: list[_DerivedRow], sync_id: str, journalled: bool
+) -> None:
+    stmt = _INSERT_DERIVED[journalled]
+    shared = (sync_id, format_timestamp())
+    i, total = 0, len(new_rows)
+    while i < total:
+        # Full statements, then the remainder in power-of-two pieces (few distinct statements prepared).
+        left = total - i
+        n = _DERIVED_PER_STATEMENT if left >= _DERIVED_PER_STATEMENT else 1 << (left.bit_length() - 1)
+        conn.execute(stmt.sql(n), shared + tuple(chain.from_iterable(new_rows[i : i + n])))
+        i += n
+
+
 _DERIVED_COLUMNS = (
-    f"{schema.GRANTS} (resource_type_id, resource_id, entitlement_id, principal_resource_type_id, "
-    "principal_resource_id, external_id, expansion, needs_expansion, data, sync_id, discovered_at) "
-    "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "resource_type_id, resource_id, entitlement_id, principal_resource_type_id, principal_resource_id, "
+    "external_id, expansion, needs_expansion, data, sync_id, discovered_at"
 )
 # Derived grants, by whether a journal records them. Without one, "preserve expansion": a derived grant
 # never overwrites a stored grant's expansion state. With one, a taken id is skipped (and reported).
 _INSERT_DERIVED = {
-    False: f"insert into {_DERIVED_COLUMNS} "
-    "on conflict (external_id, sync_id) do update set data = excluded.data",
-    True: f"insert or ignore into {_DERIVED_COLUMNS}",
+    False: MultiRowUpsert(
+        schema.GRANTS,
+        _DERIVED_COLUMNS,
+        _DERIVED_ROW,
+        "on conflict (external_id, sync_id) do update set data = excluded.data",
+    ),
+    True: MultiRowUpsert(schema.GRANTS, _DERIVED_COLUMNS, _DERIVED_ROW, "on conflict do nothing"),
 }
 
 
@@ -524,7 +572,7 @@ class Journal:
         self.updated: list[tuple[int, bytes, str]] = []
         self.updated_bytes = 0
 
-    def inserted_since(self, conn: sqlite3.Connection, first: int, new_rows: list[_GrantRow]) -> None:
+    def inserted_since(self, conn: sqlite3.Connection, first: int, new_rows: list[_DerivedRow]) -> None:
         """Record the grants just inserted from row id `first` on (raises JournalConflict if SQLite
         skipped any)."""
         destination = new_rows[0][2]

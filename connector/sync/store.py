@@ -101,6 +101,7 @@ class LocalStore(C1zWriter):
         expandable: Sequence[rows.ExpandableGrantRow],
         expandable_after: Sequence[int],
         watermark: int | None,
+        ended: Sequence[int] = (),
     ) -> None:
         """Store connector grants; with a watermark (a full sync's grants phase), expansion of the edges
         it makes final starts here (early_expansion.py)."""
@@ -111,10 +112,10 @@ class LocalStore(C1zWriter):
             early.before_write(plain, expandable)
         self.write_grant_rows(plain, expandable, expandable_after=expandable_after)
         if early is not None:
-            early.after_write(watermark)
+            early.after_write(watermark, ended)
 
     def write_grant_batch(self, batch: rows.GrantRows) -> None:
-        self.write_grants(batch.plain, batch.expandable, batch.expandable_after, batch.watermark)
+        self.write_grants(batch.plain, batch.expandable, batch.expandable_after, batch.watermark, batch.ended)
 
     def idle(self) -> bool:
         """Early expansion while no request is waiting. Returns whether more is ready to run."""
@@ -443,7 +444,14 @@ class ProcessStore:
         self._write("write_entitlement_rows", list(batch))
 
     def write_grant_batch(self, batch: rows.GrantRows) -> None:
-        self._write("write_grants", batch.plain, batch.expandable, batch.expandable_after, batch.watermark)
+        self._write(
+            "write_grants",
+            batch.plain,
+            batch.expandable,
+            batch.expandable_after,
+            batch.watermark,
+            batch.ended,
+        )
 
     def resource_page(
         self,

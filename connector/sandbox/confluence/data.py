@@ -400,3 +400,65 @@ def sized(users: int, groups: int, memberships: int, spaces: int, seed: int = 7)
         everyone_view_spaces=0,
         admin_group_on_spaces=False,
     )
+
+
+# The eight space permissions of the expansion-heavy data set (issue 16's scenario).
+HEAVY_PERMISSION_KEYS: tuple[str, ...] = (
+    "VIEWSPACE",
+    "COMMENT",
+    "CREATEATTACHMENT",
+    "EDITBLOG",
+    "EDITSPACE",
+    "EXPORTSPACE",
+    "REMOVEATTACHMENT",
+    "REMOVEBLOG",
+)
+
+
+def expansion_heavy(
+    *,
+    users: int = 20_000,
+    groups: int = 1_000,
+    members_per_group: int = 40,
+    spaces: int = 500,
+    users_per_space: int = 5,
+    groups_per_space: int = 3,
+    seed: int = 7,
+) -> SandboxData:
+    """A data set whose grants are mostly derived: every space gives the eight HEAVY_PERMISSION_KEYS to
+    `users_per_space` users and `groups_per_space` groups, and every group (the two built-ins included)
+    has exactly `members_per_group` direct members, so each group-held permission expands to that many
+    users. `users` counts generated users besides `admin` and `viewer`; `groups` counts all groups.
+    Nothing is nested, anonymous, personal or archived: the shape is what the benchmark measures."""
+    rng = random.Random(seed)
+    data = SandboxData()
+    data.add_user(User("admin", _hex_key(rng), "Administrator", "admin@example.com", password="admin"))
+    data.add_user(User("viewer", _hex_key(rng), "Read Only Viewer", "viewer@example.com", password="viewer"))
+    data.tokens["admin-pat"] = "admin"
+    data.tokens["viewer-pat"] = "viewer"
+    names: list[str] = []
+    for i in range(users):
+        username = f"user{i:05d}"
+        display = f"{rng.choice(_FIRST)} {rng.choice(_LAST)}"
+        data.add_user(User(username, _hex_key(rng), display, f"{username}@example.com"))
+        names.append(username)
+    group_names = [ADMIN_GROUP, USERS_GROUP]
+    group_names += [f"team-{rng.choice(_WORDS).lower()}-{i:04d}" for i in range(max(0, groups - 2))]
+    for name in group_names[: max(groups, 1)]:
+        group = data.groups[name] = Group(name)
+        # The admin account's rights come from confluence-administrators; it counts as one of the members.
+        first = ["admin"] if name == ADMIN_GROUP else []
+        for member in first + rng.sample(names, k=min(len(names), members_per_group - len(first))):
+            group.add(member)
+    teams = list(data.groups)[2:] or list(data.groups)
+    space_id = 98000
+    for s in range(spaces):
+        space_id += 17
+        key = f"SP{s:04d}"
+        name = f"{rng.choice(_WORDS)} {rng.choice(_WORDS)} {s}"
+        data.spaces[key] = Space(space_id, key, name, "global", "current", f"Space {name}")
+        holders = [("user", u) for u in rng.sample(names, k=min(len(names), users_per_space))]
+        holders += [("group", g) for g in rng.sample(teams, k=min(len(teams), groups_per_space))]
+        data.permissions[key] = [(k, kind, who) for kind, who in holders for k in HEAVY_PERMISSION_KEYS]
+    data.next_space_id = space_id + 17
+    return data

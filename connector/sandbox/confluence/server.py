@@ -55,6 +55,7 @@ from connector.sandbox.confluence.data import (
     Permission,
     SandboxData,
     User,
+    expansion_heavy,
     sized,
     small,
 )
@@ -1329,6 +1330,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=int, default=12)
     p.add_argument("--memberships", type=int, default=120)
     p.add_argument("--spaces", type=int, default=8)
+    p.add_argument(
+        "--expansion-heavy",
+        action="store_true",
+        help="every group has --members-per-group members and every space gives 8 permissions to 5 users "
+        "and 3 groups (--memberships is ignored)",
+    )
+    p.add_argument("--members-per-group", type=int, default=40)
     p.add_argument("--latency-ms", type=float, default=0.0, help="latency injected into every request")
     p.add_argument(
         "--rate-limit", type=float, default=None, help="requests per second per user (token bucket)"
@@ -1360,7 +1368,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         rate_limit=RateLimitConfig.per_second(args.rate_limit, args.rate_burst) if args.rate_limit else None,
         remote_api_enabled=not args.no_remote_api,
     )
-    if args.users is None:
+    if args.users is not None and args.expansion_heavy:
+        data = expansion_heavy(
+            users=args.users,
+            groups=args.groups,
+            members_per_group=args.members_per_group,
+            spaces=args.spaces,
+            seed=args.seed,
+        )
+    elif args.users is None:
         data = small(args.seed)
     else:
         data = sized(args.users, args.groups, args.memberships, args.spaces, seed=args.seed)
