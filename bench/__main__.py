@@ -1,6 +1,6 @@
 """`make bench`: every benchmark scenario, each in its own process so peak RSS is that scenario's own.
 
-Usage: python -m bench [NAME ...]   (names: synthetic, confluence, atlassian; default: all)
+Usage: python -m bench [NAME ...]   (names: synthetic, confluence, atlassian, soak; default: all)
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ SCENARIOS = {
     "synthetic": "bench.synthetic",
     "confluence": "bench.bench_confluence",
     "atlassian": "bench.bench_atlassian",
+    "soak": "bench.bench_soak",
 }
 
 
