@@ -391,7 +391,9 @@ async def test_a_token_endpoint_that_never_answers_fails_within_the_exchange_dea
         await ts.aclose()
 
 
-async def test_the_rpc_deadline_covers_the_token_exchange(tenant: TenantHandle, silent_token_url: str) -> None:
+async def test_the_rpc_deadline_covers_the_token_exchange(
+    tenant: TenantHandle, silent_token_url: str
+) -> None:
     source = CredentialSource(client_id=tenant.client_id, client_secret=tenant.client_secret)
     ts = TokenSource(source, token_url=silent_token_url, timeout=300)
     creds = source.load()

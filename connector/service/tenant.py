@@ -18,7 +18,6 @@ until the token's own expiry).
 from __future__ import annotations
 
 import asyncio
-
 import os
 import ssl
 import time
