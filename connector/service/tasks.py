@@ -561,7 +561,7 @@ class TaskRunner:
             await _wait_quietly(work)
         finally:
             beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(BaseException):
                 await beat
         duration = time.monotonic() - started
         if work.cancelled():
@@ -650,9 +650,15 @@ class TaskRunner:
             await self.timer.sleep(interval, "heartbeat")
             try:
                 resp = await self.tenant.heartbeat(task_id)
-            except TenantError as err:
+                next_interval = self._heartbeat_interval(
+                    resp.next_heartbeat if resp.HasField("next_heartbeat") else None
+                )
+            except Exception as err:
+                # Whatever went wrong, it is one failed heartbeat: the loop must never end the task
+                # itself (its work would go on unwatched, and the task would end without a FinishTask).
                 failures += 1
-                log.warning("heartbeat_failed", failures=failures, error=str(err))
+                error = str(err) if isinstance(err, TenantError) else type(err).__name__
+                log.warning("heartbeat_failed", failures=failures, error=error)
                 if failures >= self.config.heartbeat_max_failures:
                     self.cancel(task_id, f"task failed heartbeat ({failures} consecutive failures)")
                     return
@@ -661,9 +667,7 @@ class TaskRunner:
             if self.health is not None:
                 # Heartbeats are tenant contact: a long sync on the only slot must not fail /ready.
                 self.health.mark_tenant_ok()
-            interval = self._heartbeat_interval(
-                resp.next_heartbeat if resp.HasField("next_heartbeat") else None
-            )
+            interval = next_interval
             log.debug("heartbeat_ok", next_in=interval, cancelled=resp.cancelled)
             if resp.cancelled:
                 self.cancel(task_id, "the tenant cancelled the task")

@@ -265,6 +265,11 @@ class TenantClient:
                 self._metrics.auth_failure("tenant")
             log.debug("tenant_rpc_failed", method=method, code=code.name, elapsed=time.monotonic() - started)
             raise TenantError(code, err.details() or code.name.lower()) from None
+        except Exception as err:
+            # Failures grpc reports outside AioRpcError (e.g. a token no header may carry): every caller
+            # handles TenantError, and a poll or heartbeat must not die of anything else.
+            self._count(method, grpc.StatusCode.INTERNAL.name)
+            raise TenantError(grpc.StatusCode.INTERNAL, f"{method} failed: {type(err).__name__}") from None
         self._count(method, "OK")
         return result
 
