@@ -5,12 +5,15 @@ what the tenant is told about a task.
 |---|---|---|---|
 | hello | GetMetadata, then Hello(task_id) | none (the Hello is the completion) | none |
 | sync_full | heartbeats, run_sync, UploadAsset | success, no response/annotations | retryable, names phase |
-| grant | runtime.grant | GrantManagerServiceGrantResponse + its annotations | non-retryable |
-| revoke | runtime.revoke | GrantManagerServiceRevokeResponse + its annotations | non-retryable |
-| create_account | runtime.create_account | CreateAccountResponse + its annotations | non-retryable |
-| delete_resource | runtime.delete_resource | DeleteResourceResponse + its annotations | non-retryable |
+| grant | runtime.grant | GrantManagerServiceGrantResponse + its annotations | non-retryable (1) |
+| revoke | runtime.revoke | GrantManagerServiceRevokeResponse + its annotations | non-retryable (1) |
+| create_account | runtime.create_account | CreateAccountResponse + its annotations | non-retryable (1) |
+| delete_resource | runtime.delete_resource | DeleteResourceResponse + its annotations | non-retryable (1) |
 | create_resource, rotate_credentials | (not supported) | - | UNIMPLEMENTED, non-retryable |
 | anything else | - | - | UNKNOWN "unsupported task type", retryable |
+
+(1) except UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED (still transient after the upstream
+client's retries), which are retryable.
 
 Malformed provisioning tasks fail non-retryably before any connector call, with code UNKNOWN as in Go
 (where that error carries no gRPC status). A connector error keeps its gRPC
@@ -69,6 +72,14 @@ Kind = Literal["sync", "provisioning", "other"]
 
 UNSUPPORTED = "unsupported task type"
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+RETRYABLE_PROVISIONING_CODES = frozenset(
+    c.value[0]
+    for c in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )
+)
 PROVISIONING_TYPES = frozenset(
     {"grant", "revoke", "create_account", "create_resource", "delete_resource", "rotate_credentials"}
 )
@@ -420,7 +431,11 @@ class TaskRunner:
         if exc is not None:
             if not isinstance(exc, ConnectorError):
                 log.error("provisioning_task_crashed", error_type=type(exc).__name__)
-            return await self._finish_error(task.id, error_status(exc), non_retryable=True)
+            st = error_status(exc)
+            # Still transient after the upstream client's own retries: the tenant may try again later.
+            # Refusals (401/403/404), bad input and everything else are final.
+            transient = st.code in RETRYABLE_PROVISIONING_CODES
+            return await self._finish_error(task.id, st, non_retryable=not transient)
         response: Message = work.result()
         annotations = list(getattr(response, "annotations", ()))
         return await self._finish(success_request(self.host_id, task.id, response, annotations), "success")
