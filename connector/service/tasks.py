@@ -117,6 +117,9 @@ class TaskConfig:
     upload_attempts: int = 3
     upload_retry_unit: float = 1.0
     upload_chunk_size: int = 512 * 1024
+    # Syncs run one at a time (connectors keep per-sync state, e.g. a shared user walk); a sync task that
+    # arrives while another runs waits, heartbeating, at most this long, then fails retryably.
+    sync_wait_max: float = 4 * 3600.0
     # FinishTask retries (ours)
     finish_retry_window: float = 120.0
     finish_backoff_initial: float = 1.0
@@ -309,6 +312,10 @@ class TaskRunner:
         self.finish_deadline: float | None = None
         # Set at shutdown: syncs that have not started yet are finished as cancelled instead.
         self.shutting_down = False
+        # One sync at a time, in arrival order, while grants and other tasks go on beside it: the app
+        # connectors share per-sync state (the Atlassian user walk, Confluence's counters and read-aheads)
+        # between concurrent syncs, and two syncs of one upstream only compete for its rate limit.
+        self._sync_slot = asyncio.Lock()
 
     @property
     def host_id(self) -> str:
@@ -619,15 +626,30 @@ class TaskRunner:
             if self.metrics is not None:
                 self.metrics.sync_phase(phase)
 
-        on_phase("syncing")
-        report = await run_sync(
-            self.runtime,
-            path,
-            self._sync_options(task.sync_full),
-            temp_dir=work_dir,
-            on_phase=on_phase,
-            upstream_requests=self.upstream_requests,
-        )
+        if self._sync_slot.locked():
+            # Not on the phase gauge: that shows the running sync's phase.
+            active.phase = "waiting for another sync"
+            log.info("sync_waiting_for_another_sync")
+        try:
+            async with asyncio.timeout(self.config.sync_wait_max):
+                await self._sync_slot.acquire()
+        except TimeoutError:
+            raise ConnectorError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"another sync was still running after {self.config.sync_wait_max:g} s",
+            ) from None
+        try:
+            on_phase("syncing")
+            report = await run_sync(
+                self.runtime,
+                path,
+                self._sync_options(task.sync_full),
+                temp_dir=work_dir,
+                on_phase=on_phase,
+                upstream_requests=self.upstream_requests,
+            )
+        finally:
+            self._sync_slot.release()
         on_phase("uploading")
         nbytes = await self._upload(task.id, path, "sync")
         debug_log = self.temp_root / DEBUG_LOG_NAME
