@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import platform
 import shutil
@@ -526,9 +527,7 @@ class TaskRunner:
         temp_dir = self.config.c1z_temp_dir
         try:
             # A private directory per task: the engine's working files and the c1z live and die together.
-            work_dir = Path(
-                await asyncio.to_thread(tempfile.mkdtemp, prefix="baton-sync-upload-", dir=temp_dir)
-            )
+            work_dir, owner = await asyncio.to_thread(_claimed_work_dir, temp_dir)
         except OSError as err:
             return await self._finish_error(
                 task.id,
@@ -558,6 +557,7 @@ class TaskRunner:
             return await self._sync_with_heartbeats(task, active, work_dir, interval)
         finally:
             await asyncio.to_thread(shutil.rmtree, work_dir, True)
+            os.close(owner)
             if task.debug:
                 # Spec §4.9: only a debug task removes debug.log; a leftover from an earlier debug task is
                 # uploaded with the next sync and stays.
@@ -745,6 +745,52 @@ class TaskRunner:
                 log.warning("finish_task_retry", task_id=request.task_id, attempt=attempt, error=str(err))
                 await self.timer.sleep(min(delay, remaining), "finish_retry")
                 delay = min(delay * 2, c.finish_backoff_max)
+
+
+WORK_DIR_PREFIX = "baton-sync-upload-"
+OWNER_FILE = ".owner"
+# A work dir without its owner file may be one another daemon has just created (the file comes next).
+UNCLAIMED_AGE_S = 300.0
+
+
+def _claimed_work_dir(temp_dir: Path | None) -> tuple[Path, int]:
+    """A new work dir and the descriptor holding its owner lock: while this process lives the lock is
+    held, so `sweep_leftovers` (of this daemon after a restart, or of another one sharing the temp dir)
+    can tell a live sync's files from a killed process's."""
+    work_dir = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=temp_dir))
+    fd = os.open(work_dir / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return work_dir, fd
+
+
+def sweep_leftovers(temp_root: Path) -> int:
+    """Remove the sync work dirs a killed process left in `temp_root` (temp databases, partial c1z files);
+    dirs whose owner still holds its lock stay. Returns how many were removed."""
+    removed = 0
+    try:
+        candidates = [p for p in temp_root.iterdir() if p.name.startswith(WORK_DIR_PREFIX) and p.is_dir()]
+    except OSError:
+        return 0
+    for work_dir in candidates:
+        try:
+            fd = os.open(work_dir / OWNER_FILE, os.O_RDWR)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - work_dir.stat().st_mtime > UNCLAIMED_AGE_S:
+                    shutil.rmtree(work_dir, ignore_errors=True)
+                    removed += 1
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live sync's
+        finally:
+            os.close(fd)
+        shutil.rmtree(work_dir, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 async def _wait_quietly(work: asyncio.Task[Any]) -> None:
