@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         f"soak: {args.syncs} syncs after {args.warmup} warm-up, {args.users} users, "
         f"{args.token_ttl}s tokens: daemon RSS {result['daemon_growth']:+.1%}, "
         f"tree RSS {result['tree_growth']:+.1%}, fds {result['fds_delta']:+d}, "
-        f"threads {result['threads_delta']:+d} ({result['threads_delta_second_half']:+d} in the second half)  "
+        f"threads {result['threads_delta']:+d} "
+        f"({result['threads_delta_second_half']:+d} in the second half)  "
         f"{'ok' if ok else 'MISS'} (target <= {TARGET_GROWTH:.0%}, fds and threads flat)"
     )
     print(json.dumps(result))
