@@ -175,11 +175,13 @@ async def soak(args: argparse.Namespace, url: str, work: Path) -> dict[str, obje
                 )
     finally:
         daemon.send_signal(signal.SIGTERM)
+        # Waited for off the event loop: the tenant (on this loop) must keep answering the daemon's
+        # last RPCs while it shuts down.
         try:
-            daemon.wait(timeout=60)
+            await asyncio.to_thread(daemon.wait, 60)
         except subprocess.TimeoutExpired:
             daemon.kill()
-            daemon.wait()
+            await asyncio.to_thread(daemon.wait)
         await tenant.close()
     warm, end = samples[0], samples[-1]
     return {
