@@ -1,6 +1,6 @@
 """`make bench`: every benchmark scenario, each in its own process so peak RSS is that scenario's own.
 
-Usage: python -m bench [NAME ...]   (names: synthetic, confluence, expansion, atlassian; default: all)
+Usage: python -m bench [NAME ...]   (names: synthetic, confluence, expansion, atlassian, soak; default: all)
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ SCENARIOS = {
     "confluence": "bench.bench_confluence",
     "expansion": "bench.bench_expansion",
     "atlassian": "bench.bench_atlassian",
+    "soak": "bench.bench_soak",
 }
 
 

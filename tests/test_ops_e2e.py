@@ -170,9 +170,10 @@ async def test_metrics_after_a_sync_and_a_grant(stack: Stack) -> None:
             == stats[resource_type]
         )
     assert sample(s, "baton_sync_objects", kind="entitlement", resource_type="") == stats["entitlements"]
-    direct = sample(s, "baton_sync_objects", kind="grant", resource_type="")
-    expanded = sample(s, "baton_sync_objects", kind="expanded_grant", resource_type="")
-    assert direct + expanded == stats["grants"]
+    # The grants reported are the grants in the uploaded file, expanded ones included (and counted
+    # on their own too).
+    assert sample(s, "baton_sync_objects", kind="grant", resource_type="") == stats["grants"]
+    assert 0 < sample(s, "baton_sync_objects", kind="expanded_grant", resource_type="") < stats["grants"]
     assert sample(s, "baton_sync_c1z_bytes") == upload.size
     assert sample(s, "baton_upload_bytes_total") == upload.size
     assert sample(s, "baton_uploads_total", outcome="success") == 1

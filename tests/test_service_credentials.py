@@ -3,7 +3,9 @@ real TLS."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -349,3 +351,67 @@ async def test_client_id_and_secret_can_both_come_from_files(tenant: TenantHandl
     (tmp_path / "id").write_text("")
     with pytest.raises(CredentialError, match=r"BATON_CLIENT_ID_FILE .* is empty"):
         source.load()
+
+
+@pytest.fixture
+async def silent_token_url() -> AsyncIterator[str]:
+    """A loopback endpoint that accepts connections and reads requests but never answers."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(4096):
+                pass
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/auth/v1/token"
+    finally:
+        for w in held:
+            w.close()
+        server.close()
+
+
+async def test_a_token_endpoint_that_never_answers_fails_within_the_exchange_deadline(
+    tenant: TenantHandle, silent_token_url: str
+) -> None:
+    source = CredentialSource(client_id=tenant.client_id, client_secret=tenant.client_secret)
+    # The 300 s HTTP timeout does not apply to the exchange: 30 s at most, here shortened.
+    assert TokenSource(source, token_url=silent_token_url, timeout=300)._exchange_timeout == 30
+    ts = TokenSource(source, token_url=silent_token_url, timeout=300, exchange_timeout=0.5)
+    try:
+        async with asyncio.timeout(20):
+            with pytest.raises(TokenError) as info:
+                await ts.authorization()
+        assert info.value.code == grpc.StatusCode.UNAVAILABLE
+        assert info.value.message == "failed to get token: no answer within 0.5 s"
+    finally:
+        await ts.aclose()
+
+
+async def test_the_rpc_deadline_covers_the_token_exchange(
+    tenant: TenantHandle, silent_token_url: str
+) -> None:
+    source = CredentialSource(client_id=tenant.client_id, client_secret=tenant.client_secret)
+    ts = TokenSource(source, token_url=silent_token_url, timeout=300)
+    creds = source.load()
+    client = TenantClient(
+        TenantEndpoint.resolve(creds.client_id, tenant.address),
+        ts,
+        host_id="h",
+        user_agent="tester baton-connectors/test",
+        root_certificates=root_certificates(str(tenant.ca_pem)),
+    )
+    req = baton_pb2.BatonServiceFinishTaskRequest(host_id="h", task_id="t")
+    req.success.SetInParent()
+    try:
+        async with asyncio.timeout(20):
+            with pytest.raises(TenantError) as info:
+                await client.finish_task(req, deadline=0.5)
+        assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert "no access token" in info.value.message
+    finally:
+        await client.close()
+        await ts.aclose()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -26,7 +27,7 @@ from connector.pb.c1.connectorapi.baton.v1 import baton_pb2
 from connector.sandbox.tenant import start_tenant
 from connector.sdk import model
 from connector.sdk.crypto import decrypt_encrypted_data, encrypt_password_for, parse_client_secret, public_jwk
-from connector.sdk.errors import ConnectorError
+from connector.sdk.errors import ConnectorError, UpstreamError
 from connector.service.credentials import CredentialSource, TokenSource, make_ssl_context
 from connector.service.tenant import TenantClient, TenantEndpoint, root_certificates
 from connector.service.testing_app import ToyState, group_res, rate_limited, user_res
@@ -243,24 +244,52 @@ async def test_grant_and_revoke_finish_with_packed_responses_and_annotations(sta
     )
 
 
-async def test_provisioning_errors_are_non_retryable_and_keep_code_and_details(start: Starter) -> None:
+async def test_provisioning_errors_keep_code_and_details_and_only_transient_ones_are_retryable(
+    start: Starter,
+) -> None:
     state = ToyState()
-    state.fail_group["ops"] = rate_limited()
+    state.fail_group["ops"] = rate_limited()  # a 429 still there after the client's retries
+    state.fail_group["sales"] = UpstreamError("toy", "POST", "/groups/{group}/members", 403, "forbidden")
     run = await start(state=state)
     missing = run.tenant.enqueue_grant(member_ent("nope"), user_res("dave", "Dave"))
     limited = run.tenant.enqueue_grant(member_ent("ops"), user_res("dave", "Dave"))
+    forbidden = run.tenant.enqueue_grant(member_ent("sales"), user_res("dave", "Dave"))
     malformed = run.tenant.enqueue(Task(grant=Task.GrantTask(entitlement=member_ent("eng"))))
     rec = await run.tenant.wait_finished(missing)
     assert (rec.outcome, code_of(rec), rec.non_retryable) == ("error", "NOT_FOUND", True)
     assert "group nope does not exist" in rec.status_message
     assert not rec.request.error.HasField("response")
     rec = await run.tenant.wait_finished(limited)
-    assert (code_of(rec), rec.non_retryable) == ("UNAVAILABLE", True)
+    assert (code_of(rec), rec.non_retryable) == ("UNAVAILABLE", False)
     assert [type(d) for d in rec.status_details] == [annotation_ratelimit_pb2.RateLimitDescription]
+    rec = await run.tenant.wait_finished(forbidden)
+    assert (code_of(rec), rec.non_retryable) == ("PERMISSION_DENIED", True)
     rec = await run.tenant.wait_finished(malformed)
     assert (code_of(rec), rec.non_retryable) == ("UNKNOWN", True)
     assert "malformed grant task" in rec.status_message
-    assert state.calls == ["grant nope dave", "grant ops dave"]
+    assert sorted(state.calls) == ["grant nope dave", "grant ops dave", "grant sales dave"]
+
+
+@pytest.mark.parametrize(
+    ("code", "retryable"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, True),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, True),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, True),
+        (grpc.StatusCode.UNAUTHENTICATED, False),
+        (grpc.StatusCode.INVALID_ARGUMENT, False),
+        (grpc.StatusCode.INTERNAL, False),
+    ],
+)
+async def test_revoke_retryability_follows_the_code(
+    start: Starter, code: grpc.StatusCode, retryable: bool
+) -> None:
+    state = ToyState()
+    state.fail_group["eng"] = ConnectorError(code, "upstream trouble")
+    run = await start(state=state)
+    grant = model.new_grant(group_res("eng"), "member", model.resource_id("user", "alice"))
+    rec = await run.tenant.wait_finished(run.tenant.enqueue_revoke(grant))
+    assert (code_of(rec), rec.non_retryable) == (code.name, not retryable)
 
 
 async def test_without_provisioning_every_provisioning_task_fails_precondition(start: Starter) -> None:

@@ -100,7 +100,7 @@ async def test_every_finish_shape(start: Starter) -> None:
     assert success_shape(recs["delete"], resource_pb2.DeleteResourceResponse) is not None
 
     # Connector errors: non-retryable, code and details kept.
-    error_shape(recs["grant error"], grpc.StatusCode.UNAVAILABLE, non_retryable=True)
+    error_shape(recs["grant error"], grpc.StatusCode.UNAVAILABLE, non_retryable=False)
     (detail,) = recs["grant error"].request.status.details
     assert detail.type_url == URL + "RateLimitDescription"
     assert isinstance(recs["grant error"].status_details[0], annotation_ratelimit_pb2.RateLimitDescription)

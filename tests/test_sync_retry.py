@@ -1,4 +1,6 @@
-"""Retries: UNAVAILABLE / DEADLINE_EXCEEDED are retried (honouring RateLimitDescription), bounded."""
+"""Retries: in process, errors with a RateLimitDescription are retried (honouring it), bounded; others are
+not (the upstream client has retried them already). Over gRPC UNAVAILABLE / DEADLINE_EXCEEDED are retried
+too (test_sync_grpc.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from connector.sandbox.confluence.server import SandboxConfig
 from connector.sdk.errors import ConnectorError, RateLimitInfo
 from connector.sdk.runtime import ConnectorRuntime
 from connector.sync.engine import SyncError, SyncOptions, run_sync
+from tests.test_confluence_support import running
 from tests.test_sync_support import Org, OrgConnector, files, grant_ids
 
 
@@ -50,9 +54,14 @@ async def test_unavailable_with_rate_limit_waits_for_reset(tmp_path: Path) -> No
     assert "group:eng:member:user:alice" in grant_ids(out)
 
 
-async def test_deadline_exceeded_retries_with_linear_backoff(tmp_path: Path) -> None:
+def _rate_limited_without_reset(message: str) -> ConnectorError:
+    info = RateLimitInfo(limit=100, remaining=0)
+    return ConnectorError(grpc.StatusCode.UNAVAILABLE, message, (info.to_proto(),))
+
+
+async def test_rate_limit_without_reset_retries_with_linear_backoff(tmp_path: Path) -> None:
     org = Org()
-    calls, hook = _failing(2, lambda: ConnectorError(grpc.StatusCode.DEADLINE_EXCEEDED, "upstream timed out"))
+    calls, hook = _failing(2, lambda: _rate_limited_without_reset("HTTP 429: slow down"))
     org.fail[("entitlements", "group:ops")] = hook
     report = await run_sync(
         ConnectorRuntime(OrgConnector(org)), tmp_path / "sync.c1z", SyncOptions(retry_base_delay_s=0.1)
@@ -64,7 +73,7 @@ async def test_deadline_exceeded_retries_with_linear_backoff(tmp_path: Path) -> 
 
 async def test_retries_are_bounded(tmp_path: Path) -> None:
     org = Org()
-    calls, hook = _failing(100, lambda: ConnectorError(grpc.StatusCode.UNAVAILABLE, "HTTP 503: maintenance"))
+    calls, hook = _failing(100, lambda: _rate_limited_without_reset("HTTP 503: maintenance"))
     org.fail[("grants", "repo:web")] = hook
     with pytest.raises(SyncError) as err:
         await run_sync(
@@ -99,3 +108,35 @@ async def test_other_codes_are_not_retried(tmp_path: Path) -> None:
     with pytest.raises(SyncError, match="phase grants for group:eng: UNAUTHENTICATED: HTTP 401: bad token"):
         await run_sync(ConnectorRuntime(OrgConnector(org)), tmp_path / "sync.c1z", SyncOptions())
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
+async def test_in_process_transient_errors_without_rate_limit_are_not_retried_again(
+    tmp_path: Path, code: grpc.StatusCode
+) -> None:
+    org = Org()
+    calls, hook = _failing(1, lambda: ConnectorError(code, "upstream gave up after 6 attempts"))
+    org.fail[("entitlements", "group:ops")] = hook
+    with pytest.raises(SyncError, match=f"phase entitlements for group:ops: {code.name}"):
+        await run_sync(
+            ConnectorRuntime(OrgConnector(org)), tmp_path / "sync.c1z", SyncOptions(retry_base_delay_s=0.01)
+        )
+    assert len(calls) == 1
+
+
+async def test_one_call_costs_at_most_the_upstream_clients_own_attempts(tmp_path: Path) -> None:
+    async with running("9.2") as (_, healthy):
+        await healthy.validate()
+        per_validation = healthy.client.http.stats.requests  # validation asks a few routes at once
+    config = SandboxConfig(version="9.2", transient_503_every=1)  # every request answers 503
+    async with running("9.2", config=config) as (sandbox, connector):
+        with pytest.raises(SyncError, match="phase validate: UNAVAILABLE"):
+            await run_sync(
+                ConnectorRuntime(connector), tmp_path / "sync.c1z", SyncOptions(retry_base_delay_s=0.01)
+            )
+        attempts = connector.client.http.retry.max_attempts
+        served = sandbox.stats.requests
+    # The failing call went out once: each of its requests tried at most as often as the client tries
+    # (the engine retrying too would multiply this by up to 9).
+    assert attempts <= served <= per_validation * attempts
+    assert served % attempts == 0

@@ -215,3 +215,43 @@ async def test_the_connector_is_validated_while_the_store_opens(
     report = await run_sync(ConnectorRuntime(connector), out, SyncOptions())
     assert events == ["validated", "store open"]
     assert report.grants_direct > 0 and content(out)["v1_grants"]
+
+
+def _process_store(tmp_path: Path, **kwargs: Any) -> store_module.ProcessStore:
+    return store_module.ProcessStore(
+        tmp_path / "sync.c1z",
+        temp_dir=tmp_path,
+        keep_sync_count=2,
+        cancel=store_module.new_cancel_event(False),
+        **kwargs,
+    )
+
+
+def test_a_stuck_writer_is_killed_after_the_grace_period_and_leaves_nothing(tmp_path: Path) -> None:
+    store = _process_store(tmp_path, stall_grace=1.0)
+    work_dir = store._work_dir
+    assert work_dir is not None and work_dir.is_dir() and store.pid is not None
+    os.kill(store.pid, signal.SIGSTOP)  # alive, but making no progress
+    started = time.monotonic()
+    with pytest.raises(C1zError, match="made no progress for 1 s"):
+        store.start_sync()
+    assert time.monotonic() - started < 30
+    store.abort()
+    assert not store._proc.is_alive()
+    assert not work_dir.exists()
+    assert files(tmp_path) == []
+
+
+def test_a_reply_into_a_broken_pipe_still_removes_the_temp_database(tmp_path: Path) -> None:
+    store = _process_store(tmp_path)
+    work_dir = store._work_dir
+    assert work_dir is not None and work_dir.is_dir() and store.pid is not None
+    # The parent asks, then goes away before the answer (as during a shutdown): the child's reply meets
+    # a closed pipe.
+    os.kill(store.pid, signal.SIGSTOP)
+    store._send("start_sync", ("full", "", None))
+    store._conn.close()
+    os.kill(store.pid, signal.SIGCONT)
+    store._proc.join(30)
+    assert store._proc.exitcode is not None
+    assert not work_dir.exists()

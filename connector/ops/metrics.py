@@ -281,12 +281,18 @@ class Metrics:
             by_type = {}
         for resource_type, n in by_type.items():
             self._sync_objects.labels(kind="resource", resource_type=resource_type).set(n)
-        for kind, attr in (
-            ("entitlement", "entitlements"),
-            ("grant", "grants_direct"),
-            ("expanded_grant", "grants_expanded"),
+        direct = getattr(report, "grants_direct", 0)
+        expanded = getattr(report, "grants_expanded", 0)
+        # `grant` counts every grant the sync wrote (what the file holds and C1 sees), expansion's
+        # included; `expanded_grant` is the part of it that expansion derived.
+        grants: Any = direct
+        if not isinstance(direct, Mapping):
+            grants = _count(direct) + _count(expanded)
+        for kind, value in (
+            ("entitlement", getattr(report, "entitlements", 0)),
+            ("grant", grants),
+            ("expanded_grant", expanded),
         ):
-            value = getattr(report, attr, 0)
             # Per-type when the report breaks the figure down, else one series with an empty (= absent)
             # resource_type, so `sum by (kind)` never double counts.
             if isinstance(value, Mapping):

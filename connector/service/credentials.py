@@ -43,6 +43,9 @@ GRANT_TYPE = "client_credentials"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 120  # seconds either side of now (exp and nbf), as the Go SDK
 EXPIRY_MARGIN = 10.0  # a cached token is considered expired this long before it really is
+# The whole exchange (connect, TLS, answer): a token endpoint that accepts and never answers must not hold
+# every RPC for the 300 s HTTP timeout. Each RPC's own deadline covers the exchange too (tenant.py).
+EXCHANGE_TIMEOUT = 30.0
 
 
 class CredentialError(Exception):
@@ -317,8 +320,10 @@ class TokenSource:
         transport: httpx.AsyncBaseTransport | None = None,
         initial: ClientCredentials | None = None,
         proxy: str | None = None,
+        exchange_timeout: float = EXCHANGE_TIMEOUT,
     ) -> None:
         self._source = source
+        self._exchange_timeout = min(exchange_timeout, timeout)
         self._token_url = token_url
         self._metrics = metrics
         self._wall = wall_clock
@@ -331,7 +336,7 @@ class TokenSource:
         # must not apply its own reading of the environment on top.
         self._http = httpx.AsyncClient(
             verify=verify,
-            timeout=timeout,
+            timeout=self._exchange_timeout,
             headers=headers,
             transport=transport,
             proxy=proxy,
@@ -401,7 +406,14 @@ class TokenSource:
         }
         self.exchanges += 1
         try:
-            resp = await self._http.post(self._token_url, data=form)
+            async with asyncio.timeout(self._exchange_timeout):
+                resp = await self._http.post(self._token_url, data=form)
+        except TimeoutError:
+            self._count("error")
+            raise TokenError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"failed to get token: no answer within {self._exchange_timeout:g} s",
+            ) from None
         except httpx.HTTPError as err:
             self._count("error")
             raise TokenError(

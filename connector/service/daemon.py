@@ -41,7 +41,7 @@ from connector.service.credentials import (
 from connector.service.proxy import describe as describe_proxy
 from connector.service.proxy import proxy_for
 from connector.service.scheduler import Scheduler, SchedulerConfig, parse_go_bool
-from connector.service.tasks import TaskConfig, TaskRunner, package_version
+from connector.service.tasks import TaskConfig, TaskRunner, package_version, sweep_leftovers
 from connector.service.tenant import TenantClient, TenantEndpoint, root_certificates
 from connector.service.timer import REAL_TIMER, Timer
 
@@ -230,6 +230,11 @@ async def run_daemon(
         package=runner.package,
         timer=opts.timer,
     )
+
+    # A process killed mid-sync (OOM, SIGKILL) left its temp database and partial c1z behind.
+    swept = await asyncio.to_thread(sweep_leftovers, runner.temp_root)
+    if swept:
+        log.info("temp_leftovers_removed", count=swept, temp_dir=str(runner.temp_root))
 
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []

@@ -5,10 +5,10 @@ what the tenant is told about a task.
 |---|---|---|---|
 | hello | GetMetadata, then Hello(task_id) | none (the Hello is the completion) | none |
 | sync_full | heartbeats, run_sync, UploadAsset | success, no response/annotations | retryable, names phase |
-| grant | runtime.grant | GrantManagerServiceGrantResponse + its annotations | non-retryable |
-| revoke | runtime.revoke | GrantManagerServiceRevokeResponse + its annotations | non-retryable |
-| create_account | runtime.create_account | CreateAccountResponse + its annotations | non-retryable |
-| delete_resource | runtime.delete_resource | DeleteResourceResponse + its annotations | non-retryable |
+| grant | runtime.grant | GrantManagerServiceGrantResponse + its annotations | non-retryable (1) |
+| revoke | runtime.revoke | GrantManagerServiceRevokeResponse + its annotations | non-retryable (1) |
+| create_account | runtime.create_account | CreateAccountResponse + its annotations | non-retryable (1) |
+| delete_resource | runtime.delete_resource | DeleteResourceResponse + its annotations | non-retryable (1) |
 | create_resource, rotate_credentials | (not supported) | - | UNIMPLEMENTED, non-retryable |
 | action_list_schemas | runtime.list_action_schemas | ListActionSchemasResponse | retryable |
 | action_get_schema | runtime.get_action_schema | GetActionSchemaResponse | retryable |
@@ -16,7 +16,11 @@ what the tenant is told about a task.
 | action_status | runtime.get_action_status | GetActionStatusResponse + its annotations | retryable |
 | anything else | - | - | UNKNOWN "unsupported task type", retryable |
 
+(1) except UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED (still transient after the upstream
+client's retries), which are retryable.
+
 A FAILED action finishes as a retryable error carrying the action's code and its `error` text.
+
 Malformed provisioning tasks fail non-retryably before any connector call, with code UNKNOWN as in Go
 (where that error carries no gRPC status). A connector error keeps its gRPC
 code and details (e.g. RateLimitDescription) in the `google.rpc.Status`; other exceptions become UNKNOWN.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import platform
 import shutil
@@ -74,6 +79,14 @@ Kind = Literal["sync", "provisioning", "other"]
 
 UNSUPPORTED = "unsupported task type"
 TRANSIENT_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+RETRYABLE_PROVISIONING_CODES = frozenset(
+    c.value[0]
+    for c in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    )
+)
 PROVISIONING_TYPES = frozenset(
     {"grant", "revoke", "create_account", "create_resource", "delete_resource", "rotate_credentials"}
 )
@@ -112,6 +125,9 @@ class TaskConfig:
     upload_attempts: int = 3
     upload_retry_unit: float = 1.0
     upload_chunk_size: int = 512 * 1024
+    # Syncs run one at a time (connectors keep per-sync state, e.g. a shared user walk); a sync task that
+    # arrives while another runs waits, heartbeating, at most this long, then fails retryably.
+    sync_wait_max: float = 4 * 3600.0
     # FinishTask retries (ours)
     finish_retry_window: float = 120.0
     finish_backoff_initial: float = 1.0
@@ -304,6 +320,10 @@ class TaskRunner:
         self.finish_deadline: float | None = None
         # Set at shutdown: syncs that have not started yet are finished as cancelled instead.
         self.shutting_down = False
+        # One sync at a time, in arrival order, while grants and other tasks go on beside it: the app
+        # connectors share per-sync state (the Atlassian user walk, Confluence's counters and read-aheads)
+        # between concurrent syncs, and two syncs of one upstream only compete for its rate limit.
+        self._sync_slot = asyncio.Lock()
 
     @property
     def host_id(self) -> str:
@@ -428,7 +448,11 @@ class TaskRunner:
         if exc is not None:
             if not isinstance(exc, ConnectorError):
                 log.error("provisioning_task_crashed", error_type=type(exc).__name__)
-            return await self._finish_error(task.id, error_status(exc), non_retryable=True)
+            st = error_status(exc)
+            # Still transient after the upstream client's own retries: the tenant may try again later.
+            # Refusals (401/403/404), bad input and everything else are final.
+            transient = st.code in RETRYABLE_PROVISIONING_CODES
+            return await self._finish_error(task.id, st, non_retryable=not transient)
         response: Message = work.result()
         annotations = list(getattr(response, "annotations", ()))
         return await self._finish(success_request(self.host_id, task.id, response, annotations), "success")
@@ -591,9 +615,7 @@ class TaskRunner:
         temp_dir = self.config.c1z_temp_dir
         try:
             # A private directory per task: the engine's working files and the c1z live and die together.
-            work_dir = Path(
-                await asyncio.to_thread(tempfile.mkdtemp, prefix="baton-sync-upload-", dir=temp_dir)
-            )
+            work_dir, owner = await asyncio.to_thread(_claimed_work_dir, temp_dir)
         except OSError as err:
             return await self._finish_error(
                 task.id,
@@ -623,6 +645,7 @@ class TaskRunner:
             return await self._sync_with_heartbeats(task, active, work_dir, interval)
         finally:
             await asyncio.to_thread(shutil.rmtree, work_dir, True)
+            os.close(owner)
             if task.debug:
                 # Spec §4.9: only a debug task removes debug.log; a leftover from an earlier debug task is
                 # uploaded with the next sync and stays.
@@ -648,7 +671,7 @@ class TaskRunner:
             await _wait_quietly(work)
         finally:
             beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(BaseException):
                 await beat
         duration = time.monotonic() - started
         if work.cancelled():
@@ -691,15 +714,30 @@ class TaskRunner:
             if self.metrics is not None:
                 self.metrics.sync_phase(phase)
 
-        on_phase("syncing")
-        report = await run_sync(
-            self.runtime,
-            path,
-            self._sync_options(task.sync_full),
-            temp_dir=work_dir,
-            on_phase=on_phase,
-            upstream_requests=self.upstream_requests,
-        )
+        if self._sync_slot.locked():
+            # Not on the phase gauge: that shows the running sync's phase.
+            active.phase = "waiting for another sync"
+            log.info("sync_waiting_for_another_sync")
+        try:
+            async with asyncio.timeout(self.config.sync_wait_max):
+                await self._sync_slot.acquire()
+        except TimeoutError:
+            raise ConnectorError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"another sync was still running after {self.config.sync_wait_max:g} s",
+            ) from None
+        try:
+            on_phase("syncing")
+            report = await run_sync(
+                self.runtime,
+                path,
+                self._sync_options(task.sync_full),
+                temp_dir=work_dir,
+                on_phase=on_phase,
+                upstream_requests=self.upstream_requests,
+            )
+        finally:
+            self._sync_slot.release()
         on_phase("uploading")
         nbytes = await self._upload(task.id, path, "sync")
         debug_log = self.temp_root / DEBUG_LOG_NAME
@@ -737,9 +775,15 @@ class TaskRunner:
             await self.timer.sleep(interval, "heartbeat")
             try:
                 resp = await self.tenant.heartbeat(task_id)
-            except TenantError as err:
+                next_interval = self._heartbeat_interval(
+                    resp.next_heartbeat if resp.HasField("next_heartbeat") else None
+                )
+            except Exception as err:
+                # Whatever went wrong, it is one failed heartbeat: the loop must never end the task
+                # itself (its work would go on unwatched, and the task would end without a FinishTask).
                 failures += 1
-                log.warning("heartbeat_failed", failures=failures, error=str(err))
+                error = str(err) if isinstance(err, TenantError) else type(err).__name__
+                log.warning("heartbeat_failed", failures=failures, error=error)
                 if failures >= self.config.heartbeat_max_failures:
                     self.cancel(task_id, f"task failed heartbeat ({failures} consecutive failures)")
                     return
@@ -748,9 +792,7 @@ class TaskRunner:
             if self.health is not None:
                 # Heartbeats are tenant contact: a long sync on the only slot must not fail /ready.
                 self.health.mark_tenant_ok()
-            interval = self._heartbeat_interval(
-                resp.next_heartbeat if resp.HasField("next_heartbeat") else None
-            )
+            interval = next_interval
             log.debug("heartbeat_ok", next_in=interval, cancelled=resp.cancelled)
             if resp.cancelled:
                 self.cancel(task_id, "the tenant cancelled the task")
@@ -791,6 +833,52 @@ class TaskRunner:
                 log.warning("finish_task_retry", task_id=request.task_id, attempt=attempt, error=str(err))
                 await self.timer.sleep(min(delay, remaining), "finish_retry")
                 delay = min(delay * 2, c.finish_backoff_max)
+
+
+WORK_DIR_PREFIX = "baton-sync-upload-"
+OWNER_FILE = ".owner"
+# A work dir without its owner file may be one another daemon has just created (the file comes next).
+UNCLAIMED_AGE_S = 300.0
+
+
+def _claimed_work_dir(temp_dir: Path | None) -> tuple[Path, int]:
+    """A new work dir and the descriptor holding its owner lock: while this process lives the lock is
+    held, so `sweep_leftovers` (of this daemon after a restart, or of another one sharing the temp dir)
+    can tell a live sync's files from a killed process's."""
+    work_dir = Path(tempfile.mkdtemp(prefix=WORK_DIR_PREFIX, dir=temp_dir))
+    fd = os.open(work_dir / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return work_dir, fd
+
+
+def sweep_leftovers(temp_root: Path) -> int:
+    """Remove the sync work dirs a killed process left in `temp_root` (temp databases, partial c1z files);
+    dirs whose owner still holds its lock stay. Returns how many were removed."""
+    removed = 0
+    try:
+        candidates = [p for p in temp_root.iterdir() if p.name.startswith(WORK_DIR_PREFIX) and p.is_dir()]
+    except OSError:
+        return 0
+    for work_dir in candidates:
+        try:
+            fd = os.open(work_dir / OWNER_FILE, os.O_RDWR)
+        except FileNotFoundError:
+            with contextlib.suppress(OSError):
+                if time.time() - work_dir.stat().st_mtime > UNCLAIMED_AGE_S:
+                    shutil.rmtree(work_dir, ignore_errors=True)
+                    removed += 1
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live sync's
+        finally:
+            os.close(fd)
+        shutil.rmtree(work_dir, ignore_errors=True)
+        removed += 1
+    return removed
 
 
 async def _wait_quietly(work: asyncio.Task[Any]) -> None:

@@ -17,6 +17,7 @@ until the token's own expiry).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 import time
@@ -210,16 +211,24 @@ class TenantClient:
     # ------------------------------------------------------------------ plumbing
 
     async def _unary(self, method: str, fn: Any, request: Any, deadline: float) -> Any:
+        # One deadline for the whole call: the token exchange, a retry after UNAUTHENTICATED and the RPC.
+        end = time.monotonic() + deadline
+
         async def call(metadata: tuple[tuple[str, str], ...]) -> Any:
-            return await fn(request, metadata=metadata, timeout=deadline)
+            return await fn(request, metadata=metadata, timeout=max(0.05, end - time.monotonic()))
 
-        return await self._with_auth(method, call)
+        return await self._with_auth(method, call, end)
 
-    async def _with_auth(self, method: str, call: Callable[[tuple[tuple[str, str], ...]], Awaitable[T]]) -> T:
+    async def _with_auth(
+        self,
+        method: str,
+        call: Callable[[tuple[tuple[str, str], ...]], Awaitable[T]],
+        end: float | None = None,
+    ) -> T:
         retried = False
         while True:
             try:
-                return await self._attempt(method, call)
+                return await self._attempt(method, call, end)
             except TenantError as err:
                 if err.code != grpc.StatusCode.UNAUTHENTICATED or retried:
                     raise
@@ -229,12 +238,23 @@ class TenantClient:
                 changed = self.tokens.reload(reason=f"{method} unauthenticated")
                 log.info("tenant_unauthenticated_retry", method=method, credentials_changed=changed)
 
-    async def _attempt(self, method: str, call: Callable[[tuple[tuple[str, str], ...]], Awaitable[T]]) -> T:
+    async def _attempt(
+        self,
+        method: str,
+        call: Callable[[tuple[tuple[str, str], ...]], Awaitable[T]],
+        end: float | None = None,
+    ) -> T:
         try:
-            auth = await self.tokens.authorization()
+            async with asyncio.timeout(None if end is None else max(0.0, end - time.monotonic())):
+                auth = await self.tokens.authorization()
         except TokenError as err:
             self._count(method, err.code.name)
             raise TenantError(err.code, err.message) from None
+        except TimeoutError:
+            self._count(method, grpc.StatusCode.DEADLINE_EXCEEDED.name)
+            raise TenantError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, f"{method}: no access token within the call's deadline"
+            ) from None
         started = time.monotonic()
         try:
             result = await call((("authorization", auth),))
@@ -245,6 +265,11 @@ class TenantClient:
                 self._metrics.auth_failure("tenant")
             log.debug("tenant_rpc_failed", method=method, code=code.name, elapsed=time.monotonic() - started)
             raise TenantError(code, err.details() or code.name.lower()) from None
+        except Exception as err:
+            # Failures grpc reports outside AioRpcError (e.g. a token no header may carry): every caller
+            # handles TenantError, and a poll or heartbeat must not die of anything else.
+            self._count(method, grpc.StatusCode.INTERNAL.name)
+            raise TenantError(grpc.StatusCode.INTERNAL, f"{method} failed: {type(err).__name__}") from None
         self._count(method, "OK")
         return result
 

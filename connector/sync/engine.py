@@ -15,8 +15,9 @@ driven from one thread, so the connector keeps producing while the store writes 
 Grants a syncer built with a GrantEncoder arrive as rows already. Nothing holds the organisation in memory:
 per-resource phases page through the resources already stored.
 
-Failure: any error other than a retried UNAVAILABLE/DEADLINE_EXCEEDED (or a NOT_FOUND while listing one
-resource's entitlements or grants, which is a counted warning) fails the sync with one line naming the
+Failure: any error other than a retried UNAVAILABLE/DEADLINE_EXCEEDED (in process only those carrying a
+RateLimitDescription are retried: the upstream client has retried the rest already), or a NOT_FOUND while
+listing one resource's entitlements or grants (a counted warning), fails the sync with one line naming the
 phase, resource type and resource. Nothing is then left at the output path (or in temp), and a file that
 was already there is untouched.
 """
@@ -51,6 +52,7 @@ from connector.pb.c1.connector.v2 import (
 from connector.sdk.client import ConnectorClient, EncodedGrantsClient
 from connector.sdk.encoded_grants import EncodedGrants
 from connector.sdk.errors import ConnectorError
+from connector.sdk.runtime import ConnectorRuntime
 from connector.sync import tuning
 from connector.sync.early_expansion import ALL_DONE
 from connector.sync.expansion import DEFAULT_MAX_DEPTH, ExpansionError
@@ -102,7 +104,8 @@ class SyncOptions:
     `targeted_resources` accepts Resource messages (as in SyncFullTask.targeted_sync_resources),
     ResourceIds or "type:id" strings. `keep_sync_count`: when the output already holds a c1z, its newest
     finished full syncs up to this many (the new one included) are kept, as the Go syncer does.
-    Retries: UNAVAILABLE / DEADLINE_EXCEEDED are retried up to `max_retries` times per call, waiting for
+    Retries: UNAVAILABLE / DEADLINE_EXCEEDED (in process: only with a RateLimitDescription) are retried
+    up to `max_retries` times per call, waiting for
     a RateLimitDescription's reset time when there is one, else `retry_base_delay_s` x attempt (capped
     at 60 s); the waits of one call never add up to more than `max_retry_wait_s`.
     """
@@ -463,6 +466,11 @@ class _Syncer:
         on_phase: Callable[[str], None] | None,
     ) -> None:
         self.client = client
+        # In process, the connector's upstream client has already retried everything worth retrying
+        # (with its own backoff); retrying its failures again would multiply the attempts per page. Only
+        # a rate limit (a reset time to wait for) is worth another try. Over gRPC the channel itself can
+        # fail transiently, so UNAVAILABLE / DEADLINE_EXCEEDED are retried too.
+        self.retry_only_rate_limits = isinstance(client, ConnectorRuntime)
         self.list_grants_encoded = _encoded_grants_lister(client)
         self.db = db
         self.sync_id = ""
@@ -568,7 +576,8 @@ class _Syncer:
                 raise
             except Exception as exc:
                 err = _as_connector_error(exc)
-                retry = err.retryable and (err.rate_limit is not None or not rate_limits_only)
+                only_rate_limited = rate_limits_only or self.retry_only_rate_limits
+                retry = err.retryable and (err.rate_limit is not None or not only_rate_limited)
                 if retry and attempt < self.options.max_retries:
                     delay = max(0.0, self._retry_delay(err, attempt + 1))
                     if waited + delay <= self.options.max_retry_wait_s:

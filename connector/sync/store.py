@@ -11,7 +11,8 @@ Both kinds expose the same synchronous methods and are driven from one engine th
 sends writes without waiting (a few in flight, so the child always has the next batch) and reports a
 failed write at the next call that waits for an answer. Errors come back as the same exception types.
 The child ignores SIGINT/SIGTERM (the parent decides), and exits, discarding its temp files, when the
-parent goes away.
+parent goes away (also when a reply meets a broken pipe). While the parent waits for an answer it checks
+that the child is making progress (CPU time); a child stuck for STALL_GRACE_S is killed and the sync fails.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import shutil
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -41,6 +43,10 @@ log = get_logger(__name__)
 
 # Row batches that may be queued in the pipe before the engine waits for the child.
 MAX_PENDING_WRITES = 4
+# Liveness: while the engine waits for an answer, the child must use some CPU at least this often
+# (SQLite, expansion and compression all do); otherwise it is killed and the sync fails.
+STALL_GRACE_S = 120.0
+LIVENESS_POLL_S = 1.0
 # What the parent may ask of the child (the LocalStore methods a ProcessStore forwards).
 _OPS = frozenset(
     {
@@ -279,6 +285,7 @@ def _child_main(
                 return
 
     threading.Thread(target=read, name="c1z-writer-reader", daemon=True).start()
+    finished = False  # commit or abort ran: the temp files are the writer's business no more
     try:
         while True:
             try:
@@ -288,8 +295,7 @@ def _child_main(
                     continue
                 request = requests.get()
             if request is None:
-                store.abort()  # the parent is gone: leave nothing behind
-                return
+                return  # the parent is gone: the finally clause leaves nothing behind
             op, args = request
             try:
                 if op not in _OPS:
@@ -300,15 +306,23 @@ def _child_main(
                 else:
                     result = getattr(store, op)(*args)
             except BaseException as exc:
+                finished = op in ("commit", "abort")
                 conn.send_bytes(_error_reply(exc, store.work_dir))
-                if op in ("commit", "abort"):
+                if finished:
                     return
                 continue
+            finished = op in ("commit", "abort")
             conn.send_bytes(marshal.dumps(("ok", result)))
-            if op in ("commit", "abort"):
+            if finished:
                 return
     finally:
-        conn.close()
+        # Also when a reply cannot be sent (BrokenPipeError: the parent went away mid-call, e.g. while it
+        # shuts down): an unfinished store's temp database must not outlive this process.
+        if not finished:
+            with contextlib.suppress(BaseException):
+                store.abort()
+        with contextlib.suppress(OSError):
+            conn.close()
 
 
 class ProcessStore:
@@ -321,8 +335,10 @@ class ProcessStore:
         temp_dir: Path | None,
         keep_sync_count: int,
         cancel: Any,
+        stall_grace: float = STALL_GRACE_S,
     ) -> None:
         ctx = _context()
+        self.stall_grace = stall_grace
         self.sync_id = ""
         self.peak_rss_kib = 0
         self._tmp_target = target.with_name(target.name + ".tmp")  # as C1zWriter names it
@@ -351,7 +367,37 @@ class ProcessStore:
 
     # --- plumbing -----------------------------------------------------------------------------------
 
+    def _cpu_ticks(self) -> int | None:
+        """The child's CPU time so far (clock ticks), or None where /proc cannot tell."""
+        try:
+            with open(f"/proc/{self._proc.pid}/stat", encoding="ascii", errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def _await_answer(self) -> None:
+        """Wait until an answer can be read. A child that is alive but has used no CPU for
+        `stall_grace` seconds while we wait (stopped, deadlocked, stuck on a dead disk) is killed and the
+        sync fails (retryably, as every failed sync in service mode)."""
+        ticks = self._cpu_ticks()
+        progressed = time.monotonic()
+        while not self._conn.poll(min(LIVENESS_POLL_S, self.stall_grace)):
+            if not self._proc.is_alive():
+                return  # the read reports it
+            now_ticks = self._cpu_ticks()
+            if now_ticks is None or now_ticks != ticks:
+                ticks, progressed = now_ticks, time.monotonic()
+            elif time.monotonic() - progressed >= self.stall_grace:
+                log.error("c1z_writer_stalled", pid=self._proc.pid, grace_s=self.stall_grace)
+                self._proc.kill()
+                self._proc.join(5)
+                raise C1zError(
+                    f"the c1z writer process made no progress for {self.stall_grace:g} s and was stopped"
+                )
+
     def _reply(self) -> Any:
+        self._await_answer()
         try:
             message = marshal.loads(self._conn.recv_bytes())
         except (EOFError, OSError):

@@ -267,6 +267,7 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
 
         self._rpc_faults: dict[str, deque[_Fault]] = {}
         self._token_faults = 0
+        self._corrupt_tokens = 0
         self._break_uploads = 0
         self._break_upload_after_chunks = 1
         self._break_upload_kind: str | None = None
@@ -335,6 +336,11 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
         except InvalidAssertion as err:
             return self._token_error(401, "invalid_client", str(err), client_id, ua)
         token = secrets.token_urlsafe(32)
+        ttl = self.token_ttl
+        if self._corrupt_tokens:
+            # A broken token service: a "token" no HTTP/2 header may carry, valid for one call.
+            self._corrupt_tokens -= 1
+            token, ttl = token[:8] + "\n" + token[8:], 0
         self.tokens[token] = _Token(client_id, self.clock() + self.token_ttl)
         self.token_requests.append(
             TokenRequestRecord(
@@ -347,9 +353,7 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
                 secret=parsed["key"],
             )
         )
-        return web.json_response(
-            {"access_token": token, "token_type": "bearer", "expires_in": self.token_ttl}
-        )
+        return web.json_response({"access_token": token, "token_type": "bearer", "expires_in": ttl})
 
     def _token_error(self, status: int, error: str, desc: str, client_id: str, ua: str) -> web.Response:
         self.token_requests.append(
@@ -372,6 +376,7 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
     def clear_faults(self) -> None:
         self._rpc_faults.clear()
         self._token_faults = 0
+        self._corrupt_tokens = 0
         self._break_uploads = 0
         self._heartbeat_script.clear()
         self._cancel_all_heartbeats = False
@@ -379,6 +384,11 @@ class Tenant(baton_pb2_grpc.BatonServiceServicer):
     def reject_tokens(self, times: int = 1) -> None:
         """The next `times` token requests get 401 regardless of the assertion."""
         self._token_faults = times
+
+    def corrupt_tokens(self, times: int = 1) -> None:
+        """The next `times` token requests succeed with an access token holding a newline, which no
+        gRPC call can send, and an `expires_in` of 0."""
+        self._corrupt_tokens = times
 
     def break_uploads(self, times: int = 1, after_chunks: int = 1, kind: str | None = None) -> None:
         """The next `times` UploadAsset streams are aborted with UNAVAILABLE after `after_chunks` chunks.
