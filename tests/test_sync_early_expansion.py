@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from connector.c1z import rows
+from connector.c1z import container, rows
 from connector.c1z.reader import C1zReader
 from connector.pb.c1.connector.v2 import connector_pb2, grant_pb2, resource_pb2
 from connector.sdk import model
@@ -462,3 +463,43 @@ def test_a_feed_out_of_row_order_vouches_for_nothing_until_it_is_exhausted() -> 
     assert listings.watermark() == 40
     listings.running = set()
     assert listings.watermark() == ALL_DONE
+
+
+def grant_indexes(conn: Any) -> dict[str, str]:
+    found = conn.execute(
+        "select name, sql from sqlite_master where type = 'index' and tbl_name = 'v1_grants'"
+    )
+    return {str(n): str(s) for n, s in found}
+
+
+def test_lookup_indexes_wait_for_the_end_of_a_full_sync_and_come_back_as_before(tmp_path: Path) -> None:
+    """A new file keeps no principal or resource index of grants while a full sync runs (nothing reads
+    them then); the written file has every grant index exactly as a file that kept them all along."""
+    store = store_with_groups(tmp_path, "inner", "outer")
+    try:
+        before = grant_indexes(store.conn)
+        write(store, [*INNER, NEST], ALL_DONE)
+        assert set(before) - set(grant_indexes(store.conn)) == {
+            "idx_grants_principal_id_v1",
+            "idx_grants_resource_type_id_resource_id_v1",
+        }
+        store.expand_grants(20)
+        assert "idx_grants_principal_id_v1" not in grant_indexes(store.conn)
+        store.finish()
+        assert grant_indexes(store.conn) == before
+        plan = store.conn.execute(
+            "explain query plan select id from v1_grants where principal_resource_type_id = ? "
+            "and principal_resource_id = ?",
+            ("user", "ann"),
+        ).fetchall()
+        assert "idx_grants_principal_id_v1" in str(plan)
+        store.commit()
+        # Read raw: a reader would create any missing index itself.
+        container.decompress_file(tmp_path / "store.c1z", tmp_path / "db")
+        written = sqlite3.connect(tmp_path / "db")
+        try:
+            assert grant_indexes(written) == before
+        finally:
+            written.close()
+    finally:
+        store.abort()

@@ -60,6 +60,12 @@ BULK_LOAD_AFTER = 100_000
 # on 1M grants); any SQLite reader, the Go one included, reads either.
 NEW_PAGE_SIZE = 16384
 
+# Grant indexes nothing reads while a sync runs (expansion looks grants up by entitlement and by id): a new
+# file builds them once at the end instead of keeping them live through every derived grant.
+LOOKUP_ONLY_GRANT_INDEXES = frozenset(
+    {"idx_grants_resource_type_id_resource_id_v1", "idx_grants_principal_id_v1"}
+)
+
 
 class MultiRowUpsert:
     def __init__(self, table: str, columns: str, row: tuple[str, ...], conflict: str) -> None:
@@ -217,6 +223,8 @@ class C1zWriter:
         self._closed = False
         self._deferred_indexes = False
         self._bulk_candidate = False
+        self._fresh = False
+        self._late_indexes: frozenset[str] = frozenset()
         parent = Path(temp_dir) if temp_dir is not None else self.target.parent
         if not parent.is_dir():
             what = "temp dir" if temp_dir is not None else "output directory"
@@ -239,6 +247,7 @@ class C1zWriter:
             # lengthen the serial end of the sync (the store is mostly idle while grants are listed).
             # `ensure_indexes` then resolves repeated grant ids (last write wins, as an upsert would).
             self._bulk_candidate = fresh
+            self._fresh = fresh
             self._bulk_load_after = bulk_load_after
             self._grants_written = 0
             schema.create_schema(self.conn)
@@ -352,7 +361,7 @@ class C1zWriter:
                 self._start_bulk_load()
         if self._deferred_indexes:
             if preserve_expansion:
-                self.ensure_indexes()
+                self.ensure_indexes(final=False)
             else:
                 if plain:
                     self._upsert(_GRANTS_INSERT[False], plain)
@@ -458,8 +467,18 @@ class C1zWriter:
         )
         return {str(t): int(n) for t, n in cur}
 
-    def ensure_indexes(self) -> None:
-        """Create every index of the schema (deferred ones included).
+    def defer_lookup_indexes(self) -> None:
+        """Drop the grant indexes a sync never reads (LOOKUP_ONLY_GRANT_INDEXES) until the final
+        `ensure_indexes`; only in a new file, whose indexes cover this sync's rows alone."""
+        if not self._fresh or self._late_indexes:
+            return
+        for name in sorted(LOOKUP_ONLY_GRANT_INDEXES):
+            self.conn.execute(f"drop index if exists {name}")
+        self._late_indexes = LOOKUP_ONLY_GRANT_INDEXES
+
+    def ensure_indexes(self, *, final: bool = True) -> None:
+        """Create every index of the schema (deferred ones included; with `final` false, not those
+        `defer_lookup_indexes` put off).
 
         After a load without grant indexes, the unique `(external_id, sync_id)` index comes first; if a
         grant id was written more than once, only its last row is kept (what the upserts of an indexed
@@ -479,7 +498,11 @@ class C1zWriter:
                         f"(select max(id) from {schema.GRANTS} group by external_id, sync_id)"
                     )
                     conn.execute(unique.ddl())
-            schema.create_indexes(conn)
+            if final:
+                self._late_indexes = frozenset()
+            for index in schema.all_indexes():
+                if index.name not in self._late_indexes:
+                    conn.execute(index.ddl())
         finally:
             conn.execute("pragma threads = 0")
         self._deferred_indexes = False
@@ -523,7 +546,7 @@ class C1zWriter:
         """Make the database a clean, self-contained file: all indexes, no journal, closed."""
         if self._closed:
             return
-        if self._deferred_indexes:
+        if self._deferred_indexes or self._late_indexes:
             self.ensure_indexes()
         conn = self.conn
         conn.execute("pragma journal_mode = delete")

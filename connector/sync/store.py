@@ -114,6 +114,7 @@ class LocalStore(C1zWriter):
         early = self._early
         if early is None and watermark is not None:
             early = self._early = EarlyExpansion(self.conn, self.sync_id, lambda: not self._deferred_indexes)
+            self.defer_lookup_indexes()
         if early is not None:
             early.before_write(plain, expandable)
         self.write_grant_rows(plain, expandable, expandable_after=expandable_after)
@@ -128,8 +129,9 @@ class LocalStore(C1zWriter):
         return self._early.step() if self._early is not None else False
 
     def expand_grants(self, max_depth: int) -> tuple[dict[str, int], list[str]]:
-        """Grant expansion (indexes first), skipping what ran early. Returns the counts and warnings."""
-        self.ensure_indexes()
+        """Grant expansion (the indexes it reads first), skipping what ran early. Returns the counts and
+        warnings."""
+        self.ensure_indexes(final=False)
         early, self._early = self._early, None
         if early is not None:
             early.active = False
