@@ -48,7 +48,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -432,13 +432,38 @@ class TaskRunner:
         call = self._provisioning_call(task)
         if isinstance(call, status_pb2.Status):
             return await self._finish_error(task.id, call, non_retryable=True)
+        # A cancelled change may or may not have reached the upstream; every provisioning call here is
+        # idempotent (already-exists / already-revoked), so the tenant may safely retry it. A failure still
+        # transient after the upstream client's own retries may be retried later too; refusals
+        # (401/403/404), bad input and everything else are final.
+        response = await self._run_call(
+            task,
+            active,
+            call,
+            "provisioning_task_crashed",
+            final=lambda st: st.code not in RETRYABLE_PROVISIONING_CODES,
+        )
+        if isinstance(response, str):
+            return response
+        annotations = list(getattr(response, "annotations", ()))
+        return await self._finish(success_request(self.host_id, task.id, response, annotations), "success")
+
+    async def _run_call(
+        self,
+        task: baton_pb2.Task,
+        active: ActiveTask,
+        call: Coroutine[Any, Any, Message],
+        crash_event: str,
+        *,
+        final: Callable[[status_pb2.Status], bool],
+    ) -> Message | str:
+        """Run a connector call as the task's cancellable work: its response, or (when it was cancelled or
+        failed) the outcome of the FinishTask already sent. `final` says which failures are not retryable."""
         work = asyncio.create_task(call)
         active.work = work
         await _wait_quietly(work)
         if work.cancelled():
             reason = active.cancel_reason or "cancelled"
-            # The change may or may not have reached the upstream; every provisioning call here is
-            # idempotent (already-exists / already-revoked), so the tenant may safely retry.
             return await self._finish_error(
                 task.id,
                 _status(grpc.StatusCode.CANCELLED, f"{active.type} cancelled: {reason}"),
@@ -447,15 +472,11 @@ class TaskRunner:
         exc = work.exception()
         if exc is not None:
             if not isinstance(exc, ConnectorError):
-                log.error("provisioning_task_crashed", error_type=type(exc).__name__)
+                log.error(crash_event, error_type=type(exc).__name__)
             st = error_status(exc)
-            # Still transient after the upstream client's own retries: the tenant may try again later.
-            # Refusals (401/403/404), bad input and everything else are final.
-            transient = st.code in RETRYABLE_PROVISIONING_CODES
-            return await self._finish_error(task.id, st, non_retryable=not transient)
-        response: Message = work.result()
-        annotations = list(getattr(response, "annotations", ()))
-        return await self._finish(success_request(self.host_id, task.id, response, annotations), "success")
+            return await self._finish_error(task.id, st, non_retryable=final(st))
+        result: Message = work.result()
+        return result
 
     def _provisioning_call(self, task: baton_pb2.Task) -> Any:
         """The connector coroutine for a provisioning task, or the Status to fail it with (malformed,
@@ -513,22 +534,9 @@ class TaskRunner:
         call = self._action_call(task)
         if isinstance(call, status_pb2.Status):
             return await self._finish_error(task.id, call, non_retryable=False)
-        work = asyncio.create_task(call)
-        active.work = work
-        await _wait_quietly(work)
-        if work.cancelled():
-            reason = active.cancel_reason or "cancelled"
-            return await self._finish_error(
-                task.id,
-                _status(grpc.StatusCode.CANCELLED, f"{active.type} cancelled: {reason}"),
-                non_retryable=False,
-            )
-        exc = work.exception()
-        if exc is not None:
-            if not isinstance(exc, ConnectorError):
-                log.error("action_task_crashed", error_type=type(exc).__name__)
-            return await self._finish_error(task.id, error_status(exc), non_retryable=False)
-        response: Message = work.result()
+        response = await self._run_call(task, active, call, "action_task_crashed", final=lambda st: False)
+        if isinstance(response, str):
+            return response
         failed = action_pb2.BATON_ACTION_STATUS_FAILED
         if isinstance(response, action_pb2.InvokeActionResponse) and response.status == failed:
             return await self._finish_error(task.id, self._failed_action(response), non_retryable=False)
